@@ -1,0 +1,80 @@
+"""ResNet backbones as the paper runs them: frozen BatchNorm and an output stride of 16."""
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from tools.errors import UserError
+
+
+class FixedBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that always normalises with its running statistics, in training mode too.
+
+    With batches of 16 split over GPUs, batch statistics would be too noisy; the affine
+    weight and bias stay trainable (unless frozen by the caller).
+    """
+
+    def forward(self, x):
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, momentum=0.0, eps=self.eps)
+
+
+# name -> (torchvision builder, ImageNet weights the paper starts from: torchvision's original V1)
+BACKBONES = {
+    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
+}
+FEATURE_DIM = 2048
+
+
+def _imagenet_state_dict(weights):
+    try:
+        return weights.get_state_dict(progress=True)
+    except Exception as error:  # no network, proxy, corrupt download...
+        raise UserError(
+            f"could not download the ImageNet weights {weights.url} ({error}); download the file "
+            f"by hand and set model.pretrained=/path/to/{os.path.basename(weights.url)}, or "
+            f"model.pretrained=false to start from random weights") from None
+
+
+def _local_state_dict(path):
+    if not os.path.isfile(path):
+        raise UserError(f"model.pretrained: no such file {path}; give a torchvision ResNet .pth, true or false")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"model.pretrained: {path} is not a readable torch weights file ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"model.pretrained: {path} does not hold a state dict")
+    return state
+
+
+def build_resnet(name="resnet50", pretrained=False):
+    """A torchvision ResNet with FixedBatchNorm2d, strides (2, 2, 2, 1) and no fc head.
+
+    pretrained: True (torchvision ImageNet V1 weights), False (random init) or a path to a
+    torchvision-format .pth. Randomly initialised backbones zero the last BatchNorm scale of
+    each residual block: with frozen statistics there is no normalisation to tame a deep
+    random network, and identity-initialised blocks train from scratch stably.
+    """
+    if name not in BACKBONES:
+        raise UserError(f"model.backbone: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+    builder, weights = BACKBONES[name]
+    resnet = builder(weights=None, norm_layer=FixedBatchNorm2d, zero_init_residual=pretrained is False)
+    if pretrained is not False:
+        state = _imagenet_state_dict(weights) if pretrained is True else _local_state_dict(str(pretrained))
+        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+        missing = [key for key in missing if not key.startswith("fc.")]
+        if missing or unexpected:
+            raise UserError(f"model.pretrained: weights do not fit {name}: missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]}")
+    # Output stride 16: the last stage keeps stride 1 and, as in the paper, no dilation.
+    resnet.layer4[0].conv2.stride = (1, 1)
+    resnet.layer4[0].downsample[0].stride = (1, 1)
+    del resnet.fc, resnet.avgpool
+    return resnet

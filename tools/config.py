@@ -1,0 +1,188 @@
+"""One config object from a YAML file plus `key=value` overrides, shared by every stage."""
+import copy
+import difflib
+import os
+import re
+
+import yaml
+
+from tools.errors import UserError
+
+
+class ConfigError(UserError):
+    pass
+
+
+class Config:
+    """Nested, attribute-accessible view of the YAML (cfg.train.batch_size); `to_dict()` gives it back."""
+
+    def __init__(self, data, prefix=""):
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_prefix", prefix)
+
+    def __getattr__(self, name):
+        data = object.__getattribute__(self, "_data")
+        if name not in data:
+            raise ConfigError(f"config key {self._prefix}{name} is missing")
+        value = data[name]
+        return Config(value, f"{self._prefix}{name}.") if isinstance(value, dict) else value
+
+    def __setattr__(self, name, value):
+        self._data[name] = value
+
+    def __contains__(self, name):
+        return name in self._data
+
+    def get(self, dotted, default=None):
+        node = self._data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def to_dict(self):
+        return copy.deepcopy(self._data)
+
+    def __repr__(self):
+        return yaml.safe_dump(self._data, sort_keys=False)
+
+
+def _all_keys(data, prefix=""):
+    for key, value in data.items():
+        yield prefix + key
+        if isinstance(value, dict):
+            yield from _all_keys(value, prefix + key + ".")
+
+
+def _closest_hint(key, data):
+    close = difflib.get_close_matches(key, list(_all_keys(data)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _type_fits(old, new):
+    """An override may replace a value by one of the same kind (int for float, any for null, null for any)."""
+    if old is None or new is None:
+        return True
+    if isinstance(old, bool) or isinstance(new, bool):
+        # model.pretrained: true | false | "/path/to/weights.pth"
+        return isinstance(old, bool) == isinstance(new, bool) or isinstance(old, str) or isinstance(new, str)
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+        return True
+    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple, int, float)):
+        return True  # a list key (cam.bkgscore, scales) may also take a single number
+    if isinstance(old, (int, float)) and isinstance(new, list):
+        return True  # e.g. cam.bkgscore=[0.1,0.2] for a threshold sweep
+    return type(old) is type(new)
+
+
+def apply_override(data, assignment):
+    """Apply one `dotted.key=value` (value parsed as YAML) to the nested dict, in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value (e.g. train.batch_size=8)")
+    key, raw_value = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {key}: cannot parse value {raw_value!r} as YAML") from None
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"unknown config key {key}{_closest_hint(key, data)}")
+        if depth == len(parts) - 1:
+            if isinstance(node[part], dict):
+                raise ConfigError(f"config key {key} is a section; set one of its keys, e.g. {key}.{next(iter(node[part]), 'x')}=...")
+            if not _type_fits(node[part], value):
+                raise ConfigError(f"config key {key} expects a value like {node[part]!r}, got {value!r}")
+            node[part] = value
+        else:
+            node = node[part]
+
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+
+
+def _lookup(data, dotted):
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config reference ${{{dotted}}} names no key{_closest_hint(dotted, data)}")
+        node = node[part]
+    return node
+
+
+def _resolve_string(data, text):
+    for _ in range(20):  # references may point at values that hold references themselves
+        full = _REFERENCE.fullmatch(text)
+        if full:
+            text = _lookup(data, full.group(1))
+        else:
+            text = _REFERENCE.sub(lambda match: str(_lookup(data, match.group(1))), text)
+        if not (isinstance(text, str) and "${" in text):
+            return text
+    raise ConfigError(f"config reference cycle in {text!r}")
+
+
+def resolve_references(data, node=None):
+    """Replace `${section.key}` inside string values by that key's value (after overrides), in place."""
+    for key, value in (data if node is None else node).items():
+        if isinstance(value, dict):
+            resolve_references(data, value)
+        elif isinstance(value, str) and "${" in value:
+            (data if node is None else node)[key] = _resolve_string(data, value)
+    return data
+
+
+def fill_defaults(data):
+    """Everything a run writes goes under exp.work_dir unless its own key says otherwise."""
+    exp = data.setdefault("exp", {})
+    work_dir = exp.setdefault("work_dir", "work_dirs/default")
+    if not exp.get("checkpoint"):
+        exp["checkpoint"] = os.path.join(work_dir, "checkpoints", "final.pth")
+    if not exp.get("cam_dir"):
+        exp["cam_dir"] = os.path.join(work_dir, "cams")
+    eval_section = data.setdefault("eval", {})
+    if not eval_section.get("gt_dir"):
+        eval_section["gt_dir"] = os.path.join(data.get("dataset", {}).get("root_dir", ""), "SegmentationClassAug")
+    if not eval_section.get("json"):
+        eval_section["json"] = os.path.join(work_dir, "eval_cam.json")
+    return data
+
+
+def _merge(base, child):
+    """Deep-merge `child` into a copy of `base` (child wins)."""
+    merged = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path):
+    """A config file as a dict; `_base_: other.yaml` (relative to this file) is loaded first and merged under it."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist; pass --config configs/voc.yaml or another file")
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (exp, dataset, model, ...)")
+    base = data.pop("_base_", None)
+    if base:
+        data = _merge(read_yaml(os.path.join(os.path.dirname(path), base)), data)
+    return data
+
+
+def load_config(path, overrides=()):
+    """Read the YAML at `path`, apply `key=value` overrides, fill the derived paths -> Config."""
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    resolve_references(data)
+    return Config(fill_defaults(data))
