@@ -121,9 +121,13 @@ def randomised_reference(k_words=K, seed=SEED):
     return ref.eval()
 
 
-def authors_state_dict(ref, prefix="module."):
-    """What torch.save(nn.DataParallel(ref).state_dict()) holds (aliases included)."""
-    return {prefix + key: value for key, value in ref.state_dict().items()}
+def authors_state_dict(ref, data_parallel=True):
+    """What the authors' training saves: nn.DataParallel(model).state_dict() (an OrderedDict with
+    "module." keys and _metadata, aliases included), or the bare model's state dict."""
+    state = nn.DataParallel(ref).state_dict() if data_parallel else ref.state_dict()
+    if data_parallel:
+        assert all(key.startswith("module.") for key in state)
+    return state
 
 
 def assert_close(actual, expected, rel=1e-5):
@@ -164,7 +168,8 @@ def pair64(reference, loaded):
 
 
 @pytest.fixture(scope="module")
-def blank_net():
+def spare_net():
+    """A second K=8 model: the target of failing loads (which leave it untouched) and of test 4."""
     return Net(backbone="resnet50", k_words=K, pretrained=False)
 
 
@@ -321,20 +326,21 @@ def _save(state, path):
     return path
 
 
-def test_missing_tensor_is_named(reference, blank_net, tmp_path):
+def test_missing_tensor_is_named(reference, spare_net, tmp_path):
     state = authors_state_dict(reference)
     del state["module.fc_a.weight"], state["module.newly_added.2.weight"]
     path = _save(state, tmp_path / "missing.pth")
-    with pytest.raises(UserError, match="missing: hist_classifier.weight"):
-        load_checkpoint(blank_net, path)
+    with pytest.raises(UserError, match="missing: hist_classifier.weight") as error:
+        load_checkpoint(spare_net, path)
+    assert "unexpected" not in str(error.value) and "shape" not in str(error.value)
 
 
-def test_unexpected_tensor_is_named(reference, blank_net, tmp_path):
+def test_unexpected_tensor_is_named(reference, spare_net, tmp_path):
     state = authors_state_dict(reference)
     state["module.extra_head.weight"] = torch.zeros(3)
     path = _save(state, tmp_path / "unexpected.pth")
     with pytest.raises(UserError, match="unexpected: extra_head.weight"):
-        load_checkpoint(blank_net, path)
+        load_checkpoint(spare_net, path)
 
 
 def test_word_count_mismatch_is_named(authors_file):
@@ -346,22 +352,24 @@ def test_word_count_mismatch_is_named(authors_file):
     ("module.resnet.layer2.1.bn2.running_var", "module.stage2.0.1.bn2.running_var"),
     ("module.VWE.centroid", "module.newly_added.1.centroid"),
 ])
-def test_disagreeing_aliases_are_rejected(reference, blank_net, tmp_path, key, alias):
+def test_disagreeing_aliases_are_rejected(reference, spare_net, tmp_path, key, alias):
     state = authors_state_dict(reference)
     assert torch.equal(state[key], state[alias])
     state[alias] = state[alias].clone()
     state[alias].view(-1)[0] += 1.0
     path = _save(state, tmp_path / "inconsistent.pth")
-    with pytest.raises(UserError, match="differ"):
-        load_checkpoint(blank_net, path)
+    with pytest.raises(UserError, match="differ") as error:
+        load_checkpoint(spare_net, path)
+    assert alias[len("module."):] in str(error.value)
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. Single-GPU save (no "module." prefix)
 
-def test_checkpoint_without_module_prefix_loads(reference, loaded, tmp_path):
-    path = _save(authors_state_dict(reference, prefix=""), tmp_path / "single_gpu.pth")
-    model = Net(backbone="resnet50", k_words=K, pretrained=False)
+def test_checkpoint_without_module_prefix_loads(reference, loaded, spare_net, tmp_path):
+    path = _save(authors_state_dict(reference, data_parallel=False), tmp_path / "single_gpu.pth")
+    model = spare_net
+    assert not any(key.startswith("module.") for key in torch.load(path, weights_only=True))
     assert load_checkpoint(model, path) is None
     expected = loaded.state_dict()
     actual = model.state_dict()
