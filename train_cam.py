@@ -49,11 +49,13 @@ def seed_everything(seed):
 @torch.no_grad()
 def validation_loss(model, loader, device):
     """Mean class loss over the validation images (the paper's end-of-epoch monitor)."""
+    model.eval()
     total, count = 0.0, 0
     for batch in loader:
         cls_logits = model(batch["img"].to(device), return_cam=True)[0]
         loss = torch.nn.functional.multilabel_soft_margin_loss(cls_logits, batch["label"].to(device), reduction="sum")
         total, count = total + loss.item(), count + len(cls_logits)
+    model.train()
     return total / max(count, 1)
 
 

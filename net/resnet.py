@@ -53,18 +53,22 @@ def _local_state_dict(path):
     return state
 
 
-def build_resnet(name="resnet50", pretrained=False):
+def build_resnet(name="resnet50", pretrained=False, freeze_bn=True):
     """A torchvision ResNet with FixedBatchNorm2d, strides (2, 2, 2, 1) and no fc head.
+
+    freeze_bn=False keeps ordinary BatchNorm (batch statistics in training mode): frozen
+    statistics only make sense when they come from pretraining, so from-scratch runs (the
+    synthetic demo) turn it off. The state dict is the same either way.
 
     pretrained: True (torchvision ImageNet V1 weights), False (random init) or a path to a
     torchvision-format .pth. Randomly initialised backbones zero the last BatchNorm scale of
-    each residual block: with frozen statistics there is no normalisation to tame a deep
-    random network, and identity-initialised blocks train from scratch stably.
+    each residual block, so every block starts as the identity and trains stably.
     """
     if name not in BACKBONES:
         raise UserError(f"model.backbone: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     builder, weights = BACKBONES[name]
-    resnet = builder(weights=None, norm_layer=FixedBatchNorm2d, zero_init_residual=pretrained is False)
+    norm_layer = FixedBatchNorm2d if freeze_bn else nn.BatchNorm2d
+    resnet = builder(weights=None, norm_layer=norm_layer, zero_init_residual=pretrained is False)
     if pretrained is not False:
         state = _imagenet_state_dict(weights) if pretrained is True else _local_state_dict(str(pretrained))
         state = {key: value for key, value in state.items() if not key.startswith("fc.")}

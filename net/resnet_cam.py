@@ -22,7 +22,8 @@ class Net(nn.Module):
     """
 
     def __init__(self, backbone="resnet50", n_classes=20, k_words=256, pretrained=False,
-                 pool="hspp", vwe=True, detach_stage2=True, hspp_gamma=2.0, hspp_levels=(1, 2, 4)):
+                 pool="hspp", vwe=True, detach_stage2=True, hspp_gamma=2.0, hspp_levels=(1, 2, 4),
+                 freeze_bn=True):
         super().__init__()
         if pool not in POOLS:
             raise UserError(f"model.pool: unknown pooling {pool!r}; choose one of {sorted(POOLS)}")
@@ -30,7 +31,7 @@ class Net(nn.Module):
         self.pool_name, self.use_vwe, self.detach_stage2 = pool, vwe, detach_stage2
         self.pool_kwargs = {"gamma": hspp_gamma, "levels": tuple(hspp_levels)} if pool == "hspp" else {}
 
-        self.backbone = build_resnet(backbone, pretrained)
+        self.backbone = build_resnet(backbone, pretrained, freeze_bn)
         self.classifier = nn.Conv2d(FEATURE_DIM, n_classes, 1, bias=False)
         if vwe:
             self.word_encoder = VisualWordEncoder(k_words, FEATURE_DIM)
@@ -51,7 +52,8 @@ class Net(nn.Module):
         return cls(backbone=model_cfg.backbone, n_classes=n_classes, k_words=model_cfg.k_words,
                    pretrained=model_cfg.pretrained if pretrained is None else pretrained,
                    pool=model_cfg.pool, vwe=model_cfg.vwe, detach_stage2=model_cfg.detach_stage2,
-                   hspp_gamma=model_cfg.hspp_gamma, hspp_levels=model_cfg.hspp_levels)
+                   hspp_gamma=model_cfg.hspp_gamma, hspp_levels=model_cfg.hspp_levels,
+                   freeze_bn=model_cfg.freeze_bn)
 
     def features(self, images):
         resnet = self.backbone

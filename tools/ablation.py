@@ -1,0 +1,45 @@
+"""Run the paper's ablation (baseline, +HSPP, +VWE, HSPP+VWE) through run.sh and print the CAM mIoU table.
+
+    python tools/ablation.py                       # on the synthetic demo, CPU
+    python tools/ablation.py --config configs/voc.yaml --gpu 0 dataset.root_dir=/data/VOC2012
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+COMBINATIONS = [  # (row name, overrides)
+    ("baseline (GAP)", ["model.vwe=false", "model.pool=gap"]),
+    ("+HSPP", ["model.vwe=false", "model.pool=hspp"]),
+    ("+VWE", ["model.vwe=true", "model.pool=gap"]),
+    ("+HSPP +VWE", ["model.vwe=true", "model.pool=hspp"]),
+]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/synthetic.yaml")
+    parser.add_argument("--gpu", default=None)
+    parser.add_argument("--work-root", default=None, help="default: work_dirs/ablation_<config name>")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    name = os.path.splitext(os.path.basename(args.config))[0]
+    work_root = args.work_root or os.path.join("work_dirs", f"ablation_{name}")
+    rows = []
+    for row_name, combination in COMBINATIONS:
+        work_dir = os.path.join(work_root, row_name.replace(" ", "").replace("+", "_").replace("(", "").replace(")", ""))
+        command = ["bash", "run.sh", args.config, *(["--gpu", args.gpu] if args.gpu else []),
+                   *args.overrides, *combination, f"exp.work_dir={work_dir}"]
+        print("==", " ".join(command), flush=True)
+        subprocess.run(command, cwd=root, check=True)
+        with open(os.path.join(root, work_dir, "eval_cam.json")) as handle:
+            rows.append((row_name, json.load(handle)))
+    print("\n| setting | CAM mIoU | pixel acc |\n|---|---|---|")
+    for row_name, result in rows:
+        print(f"| {row_name} | {result['miou']:.1f} | {result['pixel_acc']:.1f} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
