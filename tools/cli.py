@@ -53,6 +53,10 @@ def run_main(main):
     try:
         main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        message = str(error).strip()
+        if message.startswith("Caught ") and "Original Traceback" in message:
+            # Raised in a DataLoader worker: torch wraps our message in the worker's traceback.
+            message = message.splitlines()[-1].split(": ", 1)[-1]
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 

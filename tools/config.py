@@ -92,7 +92,7 @@ def apply_override(data, assignment):
         if not isinstance(node, dict) or part not in node:
             raise ConfigError(f"unknown config key {key}{_closest_hint(key, data)}")
         if depth == len(parts) - 1:
-            if isinstance(node[part], dict):
+            if isinstance(node[part], dict) and value is not None:  # null switches a section off
                 raise ConfigError(f"config key {key} is a section; set one of its keys, e.g. {key}.{next(iter(node[part]), 'x')}=...")
             if not _type_fits(node[part], value):
                 raise ConfigError(f"config key {key} expects a value like {node[part]!r}, got {value!r}")

@@ -22,13 +22,14 @@ import xml.etree.ElementTree as ET  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from datasets.voc import CLASS_NAMES, N_CLASSES, name_to_int  # noqa: E402
+from datasets.voc import CLASS_NAMES, N_CLASSES, name_to_int, read_name_list  # noqa: E402
+from tools.errors import UserError  # noqa: E402
 from tools.io import save_npy  # noqa: E402
 
 _CLASS_INDEX = {name: index for index, name in enumerate(CLASS_NAMES)}
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError):
     """A problem with the input files; the message names the file."""
 
 
@@ -50,20 +51,8 @@ def labels_from_xml(path):
 
 
 def read_name_lists(paths):
-    """Names from split list files (first token per non-empty line), in order, without repeats."""
-    names, seen = [], set()
-    for path in paths:
-        try:
-            with open(path) as handle:
-                lines = handle.read().splitlines()
-        except OSError as error:
-            raise AnnotationError(f"cannot read name list {path}: {error.strerror or error}") from None
-        for line in lines:
-            tokens = line.split()
-            if tokens and tokens[0] not in seen:
-                seen.add(tokens[0])
-                names.append(tokens[0])
-    return names
+    """Names from split list files, in order, without repeats."""
+    return list(dict.fromkeys(name for path in paths for name in read_name_list(path)))
 
 
 def _key(name, path):
@@ -101,7 +90,7 @@ def main(argv=None):
     try:
         names = read_name_lists(args.names) if args.names else None
         cls_labels = build_cls_labels(args.voc_root, names)
-    except AnnotationError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     save_npy(args.out, cls_labels, allow_pickle=True)
