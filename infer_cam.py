@@ -7,7 +7,6 @@ Each file is a pickled dict {"keys": present class indices, "cam": (k, ceil(H/4)
 """
 import os
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -46,8 +45,7 @@ def infer(cfg, device):
 
 def main(argv=None):
     args, cfg = parse_config(build_parser(__doc__), argv)
-    with torch.inference_mode():
-        infer(cfg, select_device(args.gpu))
+    infer(cfg, select_device(args.gpu))
 
 
 if __name__ == "__main__":

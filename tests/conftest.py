@@ -14,3 +14,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def repo_root():
     return ROOT
+
+
+@pytest.fixture(autouse=True)
+def _run_from_repo_root(monkeypatch):
+    """Tests read configs/ and datasets/voc/ by relative path, as the scripts do."""
+    monkeypatch.chdir(ROOT)

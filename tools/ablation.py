@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 
-COMBINATIONS = [  # (row name, overrides)
-    ("baseline (GAP)", ["model.vwe=false", "model.pool=gap"]),
-    ("+HSPP", ["model.vwe=false", "model.pool=hspp"]),
-    ("+VWE", ["model.vwe=true", "model.pool=gap"]),
-    ("+HSPP +VWE", ["model.vwe=true", "model.pool=hspp"]),
+COMBINATIONS = [  # (row name, work sub-folder, overrides)
+    ("baseline (GAP)", "baseline", ["model.vwe=false", "model.pool=gap"]),
+    ("+HSPP", "hspp", ["model.vwe=false", "model.pool=hspp"]),
+    ("+VWE", "vwe", ["model.vwe=true", "model.pool=gap"]),
+    ("+HSPP +VWE", "hspp_vwe", ["model.vwe=true", "model.pool=hspp"]),
 ]
 
 
@@ -28,8 +28,8 @@ def main(argv=None):
     name = os.path.splitext(os.path.basename(args.config))[0]
     work_root = args.work_root or os.path.join("work_dirs", f"ablation_{name}")
     rows = []
-    for row_name, combination in COMBINATIONS:
-        work_dir = os.path.join(work_root, row_name.replace(" ", "").replace("+", "_").replace("(", "").replace(")", ""))
+    for row_name, folder, combination in COMBINATIONS:
+        work_dir = os.path.join(work_root, folder)
         command = ["bash", "run.sh", args.config, *(["--gpu", args.gpu] if args.gpu else []),
                    *args.overrides, *combination, f"exp.work_dir={work_dir}"]
         print("==", " ".join(command), flush=True)

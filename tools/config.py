@@ -60,20 +60,23 @@ def _closest_hint(key, data):
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def _kind(value):
+    if value is None or isinstance(value, bool):
+        return value if value is None else "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "list" if isinstance(value, (list, tuple)) else type(value).__name__
+
+
+# Kinds an override may swap: model.pretrained takes true/false or a path; a number key may
+# take a list and back (cam.bkgscore=[0.1,0.2] for a threshold sweep).
+_INTERCHANGEABLE = ({"bool", "str"}, {"number", "list"})
+
+
 def _type_fits(old, new):
-    """An override may replace a value by one of the same kind (int for float, any for null, null for any)."""
-    if old is None or new is None:
-        return True
-    if isinstance(old, bool) or isinstance(new, bool):
-        # model.pretrained: true | false | "/path/to/weights.pth"
-        return isinstance(old, bool) == isinstance(new, bool) or isinstance(old, str) or isinstance(new, str)
-    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
-        return True
-    if isinstance(old, (list, tuple)) and isinstance(new, (list, tuple, int, float)):
-        return True  # a list key (cam.bkgscore, scales) may also take a single number
-    if isinstance(old, (int, float)) and isinstance(new, list):
-        return True  # e.g. cam.bkgscore=[0.1,0.2] for a threshold sweep
-    return type(old) is type(new)
+    """An override must keep the kind of value the config holds (null fits anything)."""
+    kinds = {_kind(old), _kind(new)}
+    return None in kinds or len(kinds) == 1 or any(kinds <= group for group in _INTERCHANGEABLE)
 
 
 def apply_override(data, assignment):
