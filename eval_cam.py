@@ -8,20 +8,11 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets import voc
+from tools.cam import load_cam_file
 from tools.cli import build_parser, parse_config, run_main
 from tools.errors import UserError
 from tools.io import save_json
 from tools.metrics import N_SEG_CLASSES, cam_to_label, confusion_matrix, format_table, scores
-
-
-def load_cam_record(path):
-    """A CAM file written by infer_cam.py (only ever unpickle files from your own runs)."""
-    try:
-        record = np.load(path, allow_pickle=True).item()
-        return record["high_res"], record["keys"]
-    except Exception as error:
-        raise UserError(f"CAM file {path} is corrupt or not a CAM file ({type(error).__name__}); "
-                        f"delete it and run infer_cam.py again") from None
 
 
 def evaluate(cfg):
@@ -39,7 +30,8 @@ def evaluate(cfg):
 
     confusion = np.zeros((N_SEG_CLASSES, N_SEG_CLASSES), dtype=np.int64)
     for name in tqdm(names, desc="eval", dynamic_ncols=True):
-        high_res, keys = load_cam_record(os.path.join(cam_dir, name + ".npy"))
+        record = load_cam_file(os.path.join(cam_dir, name + ".npy"))
+        high_res, keys = record["high_res"], record["keys"]
         gt_path = os.path.join(gt_dir, name + ".png")
         gt = voc.read_label(gt_path)
         if gt.shape != high_res.shape[1:]:

@@ -1,51 +1,99 @@
 """Stage 2: multi-scale class activation maps of the cam.split images, one <name>.npy each.
 
     python infer_cam.py --gpu 0 --config configs/voc.yaml [key=value ...]
+    python infer_cam.py --gpu 0,1 ...        # the images split over one process per GPU (or torchrun)
 
 Each file is a pickled dict {"keys": present class indices, "cam": (k, ceil(H/4), ceil(W/4)),
-"high_res": (k, H, W)}, the format IRNet's later stages read.
+"high_res": (k, H, W)}, the format IRNet's later stages read. Images whose CAM file already
+exists and loads are skipped (an interrupted run continues); --overwrite redoes every image.
 """
 import os
+from concurrent.futures import ThreadPoolExecutor
 
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from datasets import voc
 from net.resnet_cam import Net, load_checkpoint
-from tools.cam import multiscale_cam_record
-from tools.cli import build_parser, parse_config, run_main, select_device
+from tools import distributed
+from tools.cam import load_cam_file, multiscale_cam_record
+from tools.cli import build_parser, parse_config, run_main
+from tools.config import Config
 from tools.errors import UserError
 from tools.io import save_npy
+from tools.precision import amp_dtype
+
+PENDING_WRITES = 8  # CAM records waiting for the writer thread, at most
 
 
-def load_model(cfg, device):
+def check_scales(scales):
+    if not isinstance(scales, list) or not scales or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
+        raise UserError(f"cam.scales must be a non-empty list of positive numbers, got {scales!r}")
+
+
+def load_model(cfg, device, memory_format=torch.contiguous_format):
     model = Net.from_config(cfg.model, n_classes=cfg.dataset.n_classes, pretrained=False)
     load_checkpoint(model, cfg.exp.checkpoint)
-    return model.to(device).eval()
+    return model.to(device).to(memory_format=memory_format).eval()
 
 
-def infer(cfg, device):
-    scales = cfg.cam.scales
-    if not isinstance(scales, list) or not scales or not all(isinstance(s, (int, float)) and s > 0 for s in scales):
-        raise UserError(f"cam.scales must be a non-empty list of positive numbers, got {scales!r}")
+def needs_cam(path, overwrite):
+    """False when `path` already holds a complete CAM file (resume); a corrupt one is reported and redone."""
+    if overwrite or not os.path.exists(path):
+        return True
+    try:
+        load_cam_file(path)
+        return False
+    except UserError as error:
+        print(f"note: {error}; redoing it")
+        return True
+
+
+def infer(ctx, config_dict):
+    """Write the CAM files of this process's share of the images (every world_size-th name)."""
+    cfg = Config(config_dict)
+    check_scales(cfg.cam.scales)
+    autocast_dtype = amp_dtype(cfg.cam.amp, "cam.amp")
+    memory_format = torch.channels_last if cfg.cam.channels_last else torch.contiguous_format
     voc.check_voc_root(cfg.dataset.root_dir)
     names = voc.read_name_list(cfg.cam.split)
     labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
-    model = load_model(cfg, device)
-    dataset = voc.MultiScaleDataset(cfg.dataset.root_dir, names, labels, scales)
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.cam.num_workers,
-                        pin_memory=device.type == "cuda")
     cam_dir = cfg.exp.cam_dir
     os.makedirs(cam_dir, exist_ok=True)
-    for sample in tqdm(loader, desc="cams", dynamic_ncols=True):
-        record = multiscale_cam_record(model, sample["img"], sample["label"], tuple(sample["size"]), device)
-        save_npy(os.path.join(cam_dir, sample["name"] + ".npy"), record, allow_pickle=True)
-    print(f"wrote {len(dataset)} CAM files to {cam_dir}")
+    model = load_model(cfg, ctx.device, memory_format)
+
+    share = range(ctx.rank, len(names), ctx.world_size)
+    todo = [index for index in share if needs_cam(os.path.join(cam_dir, names[index] + ".npy"), cfg.cam.overwrite)]
+    dataset = Subset(voc.MultiScaleDataset(cfg.dataset.root_dir, names, labels, cfg.cam.scales), todo)
+    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.cam.num_workers,
+                        pin_memory=ctx.device.type == "cuda")
+    # Saving (pickling, fsync) runs on a thread so the device never waits for the disk.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+        for sample in tqdm(loader, desc="cams", dynamic_ncols=True, disable=not ctx.is_main):
+            record = multiscale_cam_record(model, sample["img"], sample["label"], tuple(sample["size"]), ctx.device,
+                                           autocast_dtype, memory_format)
+            pending.append(writer.submit(save_npy, os.path.join(cam_dir, sample["name"] + ".npy"), record,
+                                         allow_pickle=True))
+            if len(pending) >= PENDING_WRITES:
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+
+    written, skipped = distributed.all_reduce_sum(torch.tensor([len(todo), len(share) - len(todo)], device=ctx.device)).tolist()
+    if ctx.is_main:
+        print(f"wrote {written} CAM files to {cam_dir}" + (f" ({skipped} already done, skipped)" if skipped else ""))
 
 
 def main(argv=None):
-    args, cfg = parse_config(build_parser(__doc__), argv)
-    infer(cfg, select_device(args.gpu))
+    parser = build_parser(__doc__)
+    parser.add_argument("--overwrite", action="store_true", help="redo images whose CAM file exists (cam.overwrite)")
+    args, cfg = parse_config(parser, argv)
+    if args.overwrite:
+        cfg.cam.overwrite = True
+    distributed.launch(infer, args.gpu, cfg.to_dict())
 
 
 if __name__ == "__main__":

@@ -1,24 +1,33 @@
 """Stage 1: train the VWE classification network on image-level labels.
 
     python train_cam.py --gpu 0 --config configs/voc.yaml [key=value ...]
+    python train_cam.py --gpu 0,1 ...                         # one DDP process per GPU
+    torchrun --nproc_per_node 8 train_cam.py ...               # or any torchrun launch, multi-node too
+
+A run continues from <exp.work_dir>/checkpoints/last.pth when that exists and was trained with the
+same settings (--restart starts over, --resume PATH continues another checkpoint).
 """
 import json
 import math
 import os
-import random
 import time
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from datasets import voc
+from datasets.sampler import GlobalBatchSampler
 from net.resnet_cam import Net, save_checkpoint, vwe_losses
-from tools.cli import build_parser, parse_config, run_main, select_device
+from tools import distributed
+from tools.cli import build_parser, parse_config, run_main
+from tools.config import Config
 from tools.errors import UserError
+from tools.io import save_text
 from tools.optim import build_optimizer, set_poly_lr
-
+from tools.precision import amp_dtype, autocast
+from tools.train_state import resume_state, rng_state, save_training_state, set_rng_state
 
 def prepare_dataset(cfg):
     """Generate the synthetic dataset on first use when the config asks for it (dataset.synthetic)."""
@@ -40,88 +49,220 @@ def classification_dataset(cfg, split_path, cls_labels, train):
     return voc.ClassificationDataset(cfg.dataset.root_dir, names, labels, cfg.val.crop_size, crop="top_left")
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
+def configure_determinism(seed, deterministic):
+    """Seed every generator; deterministic=True also asks cuDNN/cuBLAS for deterministic kernels (slower)."""
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic  # training crops have one fixed size
+
+
+def compute_gradients(model, scaler, images, labels, autocast_dtype):
+    """Forward, the VWE losses and backward (scaled for fp16) -> the detached losses {cls, hist, word}."""
+    with autocast(images.device, autocast_dtype):
+        losses = vwe_losses(model(images), labels)
+    scaler.scale(sum(losses.values())).backward()
+    return {name: loss.detach() for name, loss in losses.items()}
+
+
+def mean_over_processes(losses):
+    """{name: loss} of this process -> {name: float} averaged over all processes (one small all-reduce)."""
+    stacked = torch.stack([loss.float() for loss in losses.values()])
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    values = (distributed.all_reduce_sum(stacked) / world_size).tolist()
+    return dict(zip(losses, values))
 
 
 @torch.no_grad()
-def validation_loss(model, loader, device):
-    """Mean class loss over the validation images (the paper's end-of-epoch monitor)."""
+def validation_loss(model, dataset, ctx, batch_size, num_workers):
+    """Mean class loss over the validation images, each process scoring its share (the paper's epoch monitor)."""
     model.eval()
-    total, count = 0.0, 0
-    for batch in loader:
-        cls_logits = model(batch["img"].to(device), return_cam=True)[0]
-        loss = torch.nn.functional.multilabel_soft_margin_loss(cls_logits, batch["label"].to(device), reduction="sum")
-        total, count = total + loss.item(), count + len(cls_logits)
+    share = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # loss sum, image count
+    for batch in DataLoader(share, batch_size=batch_size, num_workers=num_workers):
+        cls_logits = model(batch["img"].to(ctx.device), return_cam=True)[0]
+        labels = batch["label"].to(ctx.device)
+        total[0] += torch.nn.functional.multilabel_soft_margin_loss(cls_logits.float(), labels, reduction="sum")
+        total[1] += len(cls_logits)
     model.train()
-    return total / max(count, 1)
+    loss_sum, count = distributed.all_reduce_sum(total).tolist()
+    return loss_sum / max(count, 1)
 
 
-def train(cfg, device):
-    prepare_dataset(cfg)
-    seed_everything(cfg.train.seed)
+class TrainLog:
+    """Rank 0's record of the run: one JSON line per step in train_log.jsonl, and TensorBoard when installed."""
+
+    def __init__(self, work_dir, enabled, use_tensorboard, start_step=0):
+        self.jsonl, self.tensorboard = None, None
+        self.path = os.path.join(work_dir, "train_log.jsonl")
+        if not enabled:
+            return
+        self._drop_records_after(start_step)
+        self.jsonl = open(self.path, "a")
+        if use_tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                return
+            self.tensorboard = SummaryWriter(os.path.join(work_dir, "tensorboard"))
+
+    def _drop_records_after(self, step):
+        """A run resumed at `step` redoes the steps after it: drop their records (all of them on a fresh start)."""
+        kept = []
+        if step > 0 and os.path.isfile(self.path):
+            with open(self.path) as handle:
+                kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
+        save_text(self.path, "".join(kept))
+
+    def write(self, record):
+        if self.jsonl is None:
+            return
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+        if self.tensorboard is not None:
+            for key, value in record.items():
+                if key.startswith(("loss_", "val_")) or key == "images_per_s":
+                    self.tensorboard.add_scalar(f"train/{key}", value, record["step"])
+                elif key == "lr":
+                    for index, lr in enumerate(value):
+                        self.tensorboard.add_scalar(f"train/lr_group{index}", lr, record["step"])
+
+    def close(self):
+        if self.jsonl is not None:
+            self.jsonl.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+class NonFiniteLoss(UserError):
+    def __init__(self, step, losses, last_path):
+        values = ", ".join(f"loss_{name}={value}" for name, value in losses.items())
+        if os.path.isfile(last_path):
+            saved_step = torch.load(last_path, map_location="cpu", weights_only=True, mmap=True)["step"]
+            kept = f"the last good checkpoint is {last_path} (step {saved_step})"
+        else:
+            kept = "no checkpoint was saved yet"
+        super().__init__(f"loss is not finite at step {step} ({values}); stopped before updating the weights; "
+                         f"{kept}; lower train.opt.lr or set train.amp=off", every_rank=True)
+
+
+def train(ctx, config_dict, resume="auto"):
+    """Train on this process's device; with several processes, each holds one DDP replica."""
+    cfg = Config(config_dict)
+    device, work_dir = ctx.device, cfg.exp.work_dir
+    per_process_batch = distributed.split_batch(cfg.train.batch_size, ctx.world_size)
+    autocast_dtype = amp_dtype(cfg.train.amp, "train.amp")
+    if ctx.is_main:
+        prepare_dataset(cfg)
+    distributed.barrier()
+    voc.check_voc_root(cfg.dataset.root_dir)
+    configure_determinism(cfg.train.seed, cfg.train.deterministic)
+
     cls_labels = voc.load_cls_labels(cfg.dataset.cls_labels)
     train_set = classification_dataset(cfg, cfg.train.split, cls_labels, train=True)
     val_set = classification_dataset(cfg, cfg.val.split, cls_labels, train=False)
     if len(train_set) < cfg.train.batch_size:
         raise UserError(f"train.split {cfg.train.split} has {len(train_set)} images, fewer than "
-                        f"train.batch_size={cfg.train.batch_size}")
-    loader_args = {"num_workers": cfg.train.num_workers, "pin_memory": device.type == "cuda",
-                   "persistent_workers": False}
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(train_set, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True,
-                              generator=generator, **loader_args)
-    val_loader = DataLoader(val_set, batch_size=cfg.train.batch_size, shuffle=False, **loader_args)
+                        f"train.batch_size={cfg.train.batch_size}", every_rank=True)
+    sampler = GlobalBatchSampler(len(train_set), cfg.train.batch_size, ctx.rank, ctx.world_size, cfg.train.seed)
+    loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
+                        num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
+    steps_per_epoch = sampler.steps_per_epoch
+    max_step = steps_per_epoch * cfg.train.max_epochs
 
     model = Net.from_config(cfg.model, n_classes=cfg.dataset.n_classes).to(device)
-    model.train()
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format).train()
     optimizer = build_optimizer(model, cfg.train.opt)
-    max_step = len(train_loader) * cfg.train.max_epochs
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
-    work_dir = cfg.exp.work_dir
-    os.makedirs(work_dir, exist_ok=True)
-    log_path = os.path.join(work_dir, "train_log.jsonl")
-    print(f"training {max_step} steps ({cfg.train.max_epochs} epochs of {len(train_loader)}) on {device}; "
-          f"log {log_path}")
+    last_path = os.path.join(work_dir, "checkpoints", "last.pth")
+    start = resume_state(resume, last_path, config_dict)
     step = 0
-    with open(log_path, "a") as log:
-        for epoch in range(cfg.train.max_epochs):
+    if start is not None:
+        resumed_from, state = start
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        step = state["step"]
+        rng_states = state["rng"]
+        set_rng_state(rng_states[ctx.rank] if len(rng_states) == ctx.world_size else rng_states[0])
+        if ctx.is_main:
+            print(f"resuming {resumed_from} at step {step} of {max_step}")
+    if step >= max_step:
+        if ctx.is_main:
+            print(f"training already finished ({step} steps); weights in {cfg.exp.checkpoint}")
+        if ctx.is_main and not os.path.isfile(cfg.exp.checkpoint):
+            save_checkpoint(cfg.exp.checkpoint, model, config_dict, epoch=cfg.train.max_epochs, step=step)
+        return model
+
+    trained = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if ctx.distributed else model
+
+    def save_state(path):
+        states = distributed.all_gather_objects(rng_state())  # a collective: every rank calls it
+        if ctx.is_main:
+            save_training_state(path, model, optimizer, scaler, config_dict, step, step // steps_per_epoch, states)
+
+    log = TrainLog(work_dir, ctx.is_main, cfg.train.tensorboard, start_step=step)
+    if ctx.is_main:
+        print(f"training {max_step} steps ({cfg.train.max_epochs} epochs of {steps_per_epoch}) on "
+              f"{ctx.world_size} x {device.type}, {per_process_batch} images per process; log {log.path}")
+    progress = tqdm(total=max_step, initial=step, disable=not ctx.is_main, dynamic_ncols=True, desc="train")
+    try:
+        for epoch in range(step // steps_per_epoch, cfg.train.max_epochs):
             train_set.set_epoch(epoch)
-            progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}", dynamic_ncols=True)
+            sampler.set_epoch(epoch, start_step=step - epoch * steps_per_epoch)
             tic = time.perf_counter()
-            for batch in progress:
+            for batch in loader:
                 set_poly_lr(optimizer, step, max_step, cfg.train.opt.power)
-                images, labels = batch["img"].to(device, non_blocking=True), batch["label"].to(device)
-                losses = vwe_losses(model(images), labels)
-                loss = sum(losses.values())
-                if not math.isfinite(loss.item()):
-                    raise UserError(f"loss became {loss.item()} at step {step}; lower train.opt.lr")
+                images = batch["img"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                labels = batch["label"].to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                losses = mean_over_processes(compute_gradients(trained, scaler, images, labels, autocast_dtype))
+                if not all(math.isfinite(value) for value in losses.values()):
+                    raise NonFiniteLoss(step + 1, losses, last_path)
+                scaler.step(optimizer)
+                scaler.update()
                 step += 1
-                if step % cfg.train.log_interval == 0 or step == max_step:
-                    elapsed, tic = time.perf_counter() - tic, time.perf_counter()
-                    record = {"step": step, "epoch": epoch, **{f"loss_{k}": v.item() for k, v in losses.items()},
-                              "lr": [group["lr"] for group in optimizer.param_groups],
-                              "images_per_s": cfg.train.log_interval * cfg.train.batch_size / elapsed}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    progress.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k.startswith("loss_")})
-            val_loss = validation_loss(model, val_loader, device)
-            print(f"epoch {epoch + 1}: val loss {val_loss:.4f}")
-            log.write(json.dumps({"step": step, "epoch": epoch, "val_loss": val_loss}) + "\n")
-            save_checkpoint(os.path.join(work_dir, "checkpoints", "last.pth"), model, cfg,
-                            epoch=epoch + 1, step=step)
-    save_checkpoint(cfg.exp.checkpoint, model, cfg, epoch=cfg.train.max_epochs, step=step)
-    print(f"saved {cfg.exp.checkpoint}")
+
+                toc = time.perf_counter()
+                record = {"step": step, "epoch": epoch, **{f"loss_{k}": v for k, v in losses.items()},
+                          "lr": [group["lr"] for group in optimizer.param_groups],
+                          "images_per_s": cfg.train.batch_size / (toc - tic)}
+                tic = toc
+                log.write(record)
+                progress.update()
+                if step % cfg.train.log_interval == 0:
+                    progress.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in losses.items()})
+                if step % cfg.train.save_iters == 0 and step % steps_per_epoch:
+                    save_state(last_path)  # epoch ends save below, after the validation loss
+            val_loss = validation_loss(model, val_set, ctx, per_process_batch, cfg.train.num_workers)
+            log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
+            if ctx.is_main:
+                progress.write(f"epoch {epoch + 1}/{cfg.train.max_epochs}: val loss {val_loss:.4f}")
+            save_state(last_path)
+    finally:
+        progress.close()
+        log.close()
+    if ctx.is_main:
+        save_checkpoint(cfg.exp.checkpoint, model, config_dict, epoch=cfg.train.max_epochs, step=step)
+        print(f"saved {cfg.exp.checkpoint}")
+    return model
 
 
 def main(argv=None):
-    args, cfg = parse_config(build_parser(__doc__), argv)
-    train(cfg, select_device(args.gpu))
+    parser = build_parser(__doc__)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", metavar="PATH", default="auto",
+                       help="continue from this checkpoint (default: <exp.work_dir>/checkpoints/last.pth "
+                            "when it exists and has the same settings)")
+    group.add_argument("--restart", action="store_const", const="never", dest="resume",
+                       help="train from scratch even if <exp.work_dir> holds a checkpoint (it is overwritten)")
+    args, cfg = parse_config(parser, argv)
+    distributed.launch(train, args.gpu, cfg.to_dict(), args.resume)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ def test_overrides_are_parsed_as_yaml_and_paths_follow_them():
     assert cfg.eval.gt_dir == "/data/VOC2012/SegmentationClassAug"
 
 
+def test_scientific_notation_without_a_dot_is_a_number():
+    cfg = load_config("configs/voc.yaml", ["train.opt.lr=1e-3", "train.opt.weight_decay=5E-4"])
+    assert cfg.train.opt.lr == pytest.approx(1e-3) and cfg.train.opt.weight_decay == pytest.approx(5e-4)
+
+
 def test_unknown_keys_are_named_with_a_suggestion():
     with pytest.raises(ConfigError, match=r"unknown config key cam\.bkgscor.*did you mean cam\.bkgscore"):
         load_config("configs/voc.yaml", ["cam.bkgscor=0.1"])

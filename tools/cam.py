@@ -1,6 +1,10 @@
-"""Multi-scale CAM fusion, as the paper's infer_cam.py runs it, on tensors."""
+"""Multi-scale CAM fusion, as the paper's infer_cam.py runs it, on tensors; the CAM file format."""
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from tools.errors import UserError
+from tools.precision import autocast
 
 CAM_STRIDE = 4  # the "cam" entry is stored at 1/4 resolution for IRNet's later stages
 
@@ -42,10 +46,38 @@ def cam_record(cams_per_scale, label, image_size):
 
 
 @torch.inference_mode()
-def multiscale_cam_record(model, pyramid, label, image_size, device):
-    """Run the model on every (2, 3, h, w) scale of `pyramid` and fuse -> cam_record."""
+def multiscale_cam_record(model, pyramid, label, image_size, device, autocast_dtype=None,
+                          memory_format=torch.contiguous_format):
+    """Run the model on every (2, 3, h, w) scale of `pyramid` and fuse -> cam_record.
+
+    autocast_dtype (torch.bfloat16 / torch.float16) runs the network under AMP; the flip fusion,
+    resizing and normalisation always run in float32.
+    """
     fused = []
     for pair in pyramid:
-        _, cams = model(pair.to(device, non_blocking=True), return_cam=True)
-        fused.append(fuse_flip(cams))
+        images = pair.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with autocast(device, autocast_dtype):
+            _, cams = model(images, return_cam=True)
+        fused.append(fuse_flip(cams.float()))
     return cam_record(fused, label.to(device), image_size)
+
+
+def load_cam_file(path):
+    """A CAM file written by infer_cam.py -> its dict, checked for completeness (UserError if not).
+
+    The file is unpickled: only ever load CAM files your own runs wrote.
+    """
+    try:
+        record = np.load(path, allow_pickle=True).item()
+        keys, cam, high_res = record["keys"], record["cam"], record["high_res"]
+        consistent = (keys.ndim == 1 and cam.ndim == 3 and high_res.ndim == 3
+                      and len(keys) == len(cam) == len(high_res))
+    except FileNotFoundError:
+        raise UserError(f"CAM file {path} does not exist; run infer_cam.py first") from None
+    except Exception as error:
+        raise UserError(f"CAM file {path} is corrupt or not a CAM file ({type(error).__name__}); "
+                        f"run infer_cam.py again (it redoes such files)") from None
+    if not consistent:
+        raise UserError(f"CAM file {path} is corrupt: keys {keys.shape}, cam {cam.shape}, high_res {high_res.shape} "
+                        f"do not agree; run infer_cam.py again (it redoes such files)")
+    return record

@@ -1,5 +1,6 @@
-"""What the three stage scripts share: argument parsing, device choice and clean user errors."""
+"""What the three stage scripts share: argument parsing and clean user errors."""
 import argparse
+import os
 import sys
 
 from tools.config import load_config
@@ -12,7 +13,8 @@ def build_parser(description):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML config (default {DEFAULT_CONFIG})")
     parser.add_argument("--gpu", default=None,
-                        help="GPU ids such as 0 or 0,1, or 'cpu' (default: GPU 0 when CUDA is available, else CPU)")
+                        help="GPU ids such as 0 or 0,1 (one process per GPU), or 'cpu' "
+                             "(default: GPU 0, or the local rank's GPU under torchrun; the CPU without CUDA)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides with dotted keys, values parsed as YAML (e.g. cam.bkgscore=0.15)")
     return parser
@@ -23,33 +25,12 @@ def parse_config(parser, argv=None):
     return args, load_config(args.config, args.overrides)
 
 
-def select_device(gpu):
-    """'cpu' or no CUDA -> CPU; '0,1' -> the first listed GPU (numbering as nvidia-smi shows it)."""
-    import torch
-
-    if gpu is not None and str(gpu).strip().lower() == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        if gpu is not None:
-            print(f"note: --gpu {gpu} asked for, but CUDA is not available; running on the CPU", file=sys.stderr)
-        return torch.device("cpu")
-    if gpu is None:
-        return torch.device("cuda", 0)
-    try:
-        ids = [int(part) for part in str(gpu).split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--gpu {gpu}: expected GPU ids like 0 or 0,1, or 'cpu'") from None
-    count = torch.cuda.device_count()
-    bad = [index for index in ids if not 0 <= index < count]
-    if not ids or bad:
-        raise UserError(f"--gpu {gpu}: this machine has {count} GPU(s), numbered 0..{count - 1}")
-    if len(ids) > 1:
-        print(f"note: --gpu {gpu}: this stage runs on one device, GPU {ids[0]}", file=sys.stderr)
-    return torch.device("cuda", ids[0])
-
-
 def run_main(main):
-    """Call main(); a UserError becomes one line on stderr and exit code 2 (no traceback)."""
+    """Call main(); a UserError becomes one line on stderr and exit code 2 (no traceback).
+
+    In a distributed job (RANK set) ranks other than 0 prefix their rank, and stay silent on
+    errors every rank raises alike.
+    """
     try:
         main()
     except UserError as error:
@@ -57,6 +38,8 @@ def run_main(main):
         if message.startswith("Caught ") and "Original Traceback" in message:
             # Raised in a DataLoader worker: torch wraps our message in the worker's traceback.
             message = message.splitlines()[-1].split(": ", 1)[-1]
-        print(f"error: {message}", file=sys.stderr)
+        rank = int(os.environ.get("RANK", "0"))
+        if rank == 0 or not error.every_rank:
+            print(f"error: {'' if rank == 0 else f'[rank {rank}] '}{message}", file=sys.stderr)
         sys.exit(2)
 

@@ -79,6 +79,9 @@ def _type_fits(old, new):
     return None in kinds or len(kinds) == 1 or any(kinds <= group for group in _INTERCHANGEABLE)
 
 
+_SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
 def apply_override(data, assignment):
     """Apply one `dotted.key=value` (value parsed as YAML) to the nested dict, in place."""
     if "=" not in assignment:
@@ -89,6 +92,8 @@ def apply_override(data, assignment):
         value = yaml.safe_load(raw_value)
     except yaml.YAMLError:
         raise ConfigError(f"override {key}: cannot parse value {raw_value!r} as YAML") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
     node = data
     parts = key.split(".")
     for depth, part in enumerate(parts):

@@ -1,0 +1,215 @@
+"""Distributed training and inference on the CPU (gloo), resumable runs, through the real scripts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from datasets import synthetic, voc
+from datasets.sampler import GlobalBatchSampler
+from tools import distributed
+from tools.optim import poly_lr
+
+TINY = {"n_train_aug": 16, "n_train": 6, "n_val": 4, "min_size": 40, "max_size": 60, "seed": 5}
+STEPS_PER_EPOCH, EPOCHS = 4, 2  # 16 images, global batch 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampler and the launcher
+
+def test_global_batches_are_the_same_for_any_number_of_processes():
+    single = GlobalBatchSampler(37, 8, seed=1)
+    shards = [GlobalBatchSampler(37, 8, rank, 2, seed=1) for rank in range(2)]
+    for sampler in (single, *shards):
+        sampler.set_epoch(3)
+    assert single.steps_per_epoch == 4 and len(single) == 32 and len(shards[0]) == 16
+    global_batches = single.global_batches()
+    per_rank = [list(shard) for shard in shards]
+    for step in range(4):
+        rank_batches = [set(indices[step * 4:(step + 1) * 4]) for indices in per_rank]
+        assert rank_batches[0] | rank_batches[1] == set(global_batches[step].tolist())
+        assert not rank_batches[0] & rank_batches[1]
+    assert len(set(single)) == 32  # no image twice in an epoch
+    other_epoch = GlobalBatchSampler(37, 8, seed=1)
+    other_epoch.set_epoch(4)
+    assert list(other_epoch) != list(single)
+
+
+def test_sampler_starts_mid_epoch():
+    sampler = GlobalBatchSampler(20, 4, rank=1, world_size=2, seed=0)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, start_step=3)
+    assert list(sampler) == full[3 * 2:] and len(sampler) == 2 * 2
+
+
+def test_split_batch_must_divide():
+    assert distributed.split_batch(16, 2) == 8
+    with pytest.raises(Exception, match="train.batch_size=16 does not divide over 3 processes"):
+        distributed.split_batch(16, 3)
+
+
+def test_parse_gpu_ids():
+    assert distributed.parse_gpu_ids(None) is None
+    assert distributed.parse_gpu_ids("CPU") == "cpu"
+    assert distributed.parse_gpu_ids("0, 2") == [0, 2]
+    for bad in ("a", "0,0", "-1", ","):
+        with pytest.raises(Exception, match="--gpu"):
+            distributed.parse_gpu_ids(bad)
+
+
+def _sum_ranks(ctx, out_dir):
+    total = distributed.all_reduce_sum(torch.tensor([float(ctx.rank + 1)]))
+    np.save(os.path.join(out_dir, f"rank{ctx.rank}.npy"), np.array([ctx.rank, ctx.world_size, total.item()]))
+
+
+def test_spawn_starts_one_process_per_device(tmp_path):
+    """The launcher behind `--gpu 0,1`, on two gloo CPU processes."""
+    distributed.spawn(_sum_ranks, 2, "cpu", str(tmp_path))
+    assert [np.load(tmp_path / f"rank{r}.npy").tolist() for r in range(2)] == [[0, 2, 3.0], [1, 2, 3.0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the scripts
+
+def overrides(root, work):
+    return [f"dataset.root_dir={root / 'voc'}", "dataset.synthetic=null", f"exp.work_dir={root / work}",
+            "model.k_words=16", "model.freeze_bn=true", "train.batch_size=4", f"train.max_epochs={EPOCHS}",
+            "train.crop_size=48", "train.resize_long=[40,56]", "val.crop_size=48", "train.save_iters=3",
+            "cam.scales=[1.0,0.5]"]
+
+
+def run(repo_root, *command, torchrun=0, check=True):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun)] if torchrun else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*launcher, *command], cwd=repo_root, capture_output=True, text=True, timeout=600, env=env)
+    if check:
+        assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def stage(script, root, work, *extra):
+    return [script, "--config", "configs/synthetic.yaml", "--gpu", "cpu", *overrides(root, work), *extra]
+
+
+def weights(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """A tiny dataset and one uninterrupted single-process training run on it."""
+    root = tmp_path_factory.mktemp("dist")
+    synthetic.generate(str(root / "voc"), **TINY)
+    run(os.getcwd(), *stage("train_cam.py", root, "single"))
+    return root
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(repo_root, single_run, tmp_path):
+    root = single_run
+    out = tmp_path / "ranks.json"
+    run(repo_root, "tests/helpers/ddp_rank_weights.py", str(out), *stage("", root, "ddp")[1:], torchrun=2)
+    ranks = json.load(open(out))
+    assert ranks == {"world_size": 2, "max_abs_difference_to_rank0": 0.0}  # DDP keeps the replicas identical
+
+    # BatchNorm is frozen here, so a global batch of 4 split 2 + 2 over two processes gives the
+    # gradient of the same 4 images in one process: the weights agree up to float rounding.
+    single, ddp = weights(root / "single/checkpoints/final.pth"), weights(root / "ddp/checkpoints/final.pth")
+    assert single.keys() == ddp.keys()
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-6, msg=key)
+    moved = weights(root / "single/checkpoints/final.pth")["classifier.weight"].abs().max()
+    assert moved > 0.01  # the runs did train
+
+    log = [json.loads(line) for line in open(root / "ddp/train_log.jsonl")]
+    steps = [record for record in log if "loss_cls" in record]
+    max_step = STEPS_PER_EPOCH * EPOCHS
+    assert [record["step"] for record in steps] == list(range(1, max_step + 1))
+    for record in steps:  # the poly schedule counts global steps
+        assert record["lr"][0] == pytest.approx(poly_lr(0.01, record["step"] - 1, max_step, 0.9))
+    assert len([record for record in log if "val_loss" in record]) == EPOCHS
+
+
+def test_killed_run_resumes_to_the_same_weights(repo_root, single_run):
+    root = single_run
+    command = [sys.executable, *stage("train_cam.py", root, "killed", "train.save_iters=1")]
+    process = subprocess.Popen(command, cwd=repo_root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    last = root / "killed/checkpoints/last.pth"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (root / "killed/checkpoints/final.pth").exists(), "the run finished before it could be killed"
+    saved_step = torch.load(last, weights_only=True)["step"]
+    assert 0 < saved_step < STEPS_PER_EPOCH * EPOCHS
+
+    resumed = run(repo_root, *stage("train_cam.py", root, "killed"))
+    assert f"resuming {last} at step {saved_step}" in resumed.stdout
+    reference, result = weights(root / "single/checkpoints/final.pth"), weights(root / "killed/checkpoints/final.pth")
+    for key in reference:
+        assert torch.equal(result[key], reference[key]), key
+    steps = [json.loads(line)["step"] for line in open(root / "killed/train_log.jsonl") if "loss_cls" in line]
+    assert steps == list(range(1, STEPS_PER_EPOCH * EPOCHS + 1))  # steps redone after the kill are logged once
+
+    again = run(repo_root, *stage("train_cam.py", root, "killed"))
+    assert "already finished" in again.stdout
+
+
+def test_resume_refuses_other_settings(repo_root, single_run):
+    result = run(repo_root, *stage("train_cam.py", single_run, "single", "train.max_epochs=3"), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.max_epochs: 2 -> 3" in result.stderr and "--restart" in result.stderr
+
+
+def test_nan_loss_stops_naming_the_step(repo_root, single_run):
+    result = run(repo_root, *stage("train_cam.py", single_run, "nan", "train.opt.lr=1e30", "train.save_iters=1"),
+                 check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "loss is not finite at step 2" in result.stderr and "last good checkpoint" in result.stderr
+    assert torch.load(single_run / "nan/checkpoints/last.pth", weights_only=True)["step"] == 1
+    assert not (single_run / "nan/checkpoints/final.pth").exists()
+
+
+def cam_files(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".npy"))
+
+
+def test_inference_over_two_processes_equals_one_and_resumes(repo_root, single_run):
+    root = single_run
+    checkpoint = f"exp.checkpoint={root / 'single/checkpoints/final.pth'}"
+    run(repo_root, *stage("infer_cam.py", root, "single", checkpoint, f"exp.cam_dir={root / 'cams1'}"))
+    run(repo_root, *stage("infer_cam.py", root, "single", checkpoint, f"exp.cam_dir={root / 'cams2'}"), torchrun=2)
+    names = voc.read_name_list(str(root / "voc/train.txt"))
+    assert cam_files(root / "cams1") == cam_files(root / "cams2") == sorted(f"{name}.npy" for name in names)
+    for name in cam_files(root / "cams1"):
+        one = np.load(root / "cams1" / name, allow_pickle=True).item()
+        two = np.load(root / "cams2" / name, allow_pickle=True).item()
+        for key in ("keys", "cam", "high_res"):
+            np.testing.assert_array_equal(one[key], two[key])
+
+    # Resume: a deleted and a truncated file are redone, the others are left as they are.
+    cams = root / "cams2"
+    (cams / f"{names[0]}.npy").unlink()
+    truncated = cams / f"{names[1]}.npy"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    untouched = {name: os.stat(cams / name).st_mtime_ns for name in cam_files(cams)[2:]
+                 if name not in (f"{names[0]}.npy", f"{names[1]}.npy")}
+    result = run(repo_root, *stage("infer_cam.py", root, "single", checkpoint, f"exp.cam_dir={cams}"), torchrun=2)
+    assert f"wrote 2 CAM files to {cams} ({len(names) - 2} already done, skipped)" in result.stdout
+    assert f"{names[1]}.npy is corrupt" in result.stdout
+    for name, mtime in untouched.items():
+        assert os.stat(cams / name).st_mtime_ns == mtime
+    for name in (names[0], names[1]):
+        redone = np.load(cams / f"{name}.npy", allow_pickle=True).item()
+        np.testing.assert_array_equal(redone["high_res"],
+                                      np.load(root / "cams1" / f"{name}.npy", allow_pickle=True).item()["high_res"])
+
+    result = run(repo_root, *stage("infer_cam.py", root, "single", checkpoint, f"exp.cam_dir={cams}", "--overwrite"))
+    assert f"wrote {len(names)} CAM files" in result.stdout
