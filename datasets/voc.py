@@ -170,6 +170,15 @@ class ClassificationDataset(Dataset):
         return {"name": name, "img": torch.from_numpy(T.to_chw(image)), "label": torch.from_numpy(self.labels[index])}
 
 
+def flip_pyramid(image, scales):
+    """(H, W, 3) uint8 image -> one (2, 3, h, w) float tensor per scale: the normalised image and its mirror."""
+    pyramid = []
+    for scale in scales:
+        scaled = T.to_chw(T.normalize(T.rescale(image, scale)))
+        pyramid.append(torch.from_numpy(np.stack([scaled, scaled[:, :, ::-1]])))
+    return pyramid
+
+
 class MultiScaleDataset(Dataset):
     """For CAM inference: each image at every scale, stacked with its horizontal flip, (2, 3, h, w) per scale."""
 
@@ -182,8 +191,5 @@ class MultiScaleDataset(Dataset):
     def __getitem__(self, index):
         name = self.names[index]
         image = read_image(image_path(self.root, name))
-        pyramid = []
-        for scale in self.scales:
-            scaled = T.to_chw(T.normalize(T.rescale(image, scale)))
-            pyramid.append(torch.from_numpy(np.stack([scaled, scaled[:, :, ::-1]])))
+        pyramid = flip_pyramid(image, self.scales)
         return {"name": name, "img": pyramid, "size": image.shape[:2], "label": torch.from_numpy(self.labels[index])}

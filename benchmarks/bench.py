@@ -1,0 +1,235 @@
+"""Speed and memory of training and CAM inference, faithful (float32) against fast (AMP + channels_last).
+
+    python benchmarks/bench.py                 # GPU 0 at the full setting, or the CPU at the small one
+    python benchmarks/bench.py --gpu cpu --setting small --json bench.json
+
+Data are random tensors at VOC-like sizes, so only the network and the fusion are timed (not JPEG
+decoding, which the loader's workers overlap with compute). Each measurement runs in a fresh
+process, so its peak memory is its own: CUDA's max_memory_allocated on a GPU, the peak resident
+set size on the CPU. Speedups are ratios of medians measured in the same run of this script.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+# full: the paper's training crop and batch, VOC's typical 500x375 image; small: a CPU-sized run.
+SETTINGS = {
+    "full": {"crop": 512, "batch": 16, "train_warmup": 5, "train_steps": 20,
+             "image": (375, 500), "infer_warmup": 3, "infer_images": 20},
+    "small": {"crop": 128, "batch": 4, "train_warmup": 1, "train_steps": 4,
+              "image": (188, 250), "infer_warmup": 1, "infer_images": 3},
+}
+SCALES = (1.0, 0.5, 1.5, 2.0)
+# fast: bf16 autocast for training (no loss scaling needed), fp16 for CAMs (the closer of the two
+# to float32); channels_last alone shows what the memory layout gives without AMP.
+MODES = {"faithful": {"train_amp": None, "cam_amp": None, "channels_last": False},
+         "channels_last": {"train_amp": None, "cam_amp": None, "channels_last": True},
+         "fast": {"train_amp": "bf16", "cam_amp": "fp16", "channels_last": True}}
+IRNET_TRAIN_IMAGES_PER_S = 90  # IRNet's train_cam on one GPU of its time: the target to beat
+
+
+def build_net(device, channels_last):
+    from net.resnet_cam import Net
+
+    torch.manual_seed(0)  # both modes build the same random weights (no ImageNet download needed)
+    model = Net(backbone="resnet50", pretrained=False).to(device)
+    return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def peak_memory_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # kB on Linux
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_train(device, setting, mode):
+    """Median seconds per training step (forward, three losses, backward, SGD) after warm-up."""
+    from tools.config import load_config
+    from tools.optim import build_optimizer, set_poly_lr
+    from tools.precision import AMP_DTYPES
+    from train_cam import compute_gradients
+
+    dtype = AMP_DTYPES[mode["train_amp"] or "off"]
+    memory_format = torch.channels_last if mode["channels_last"] else torch.contiguous_format
+    model = build_net(device, mode["channels_last"]).train()
+    optimizer = build_optimizer(model, load_config(os.path.join(ROOT, "configs/voc.yaml")).train.opt)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    generator = torch.Generator().manual_seed(1)
+    images = torch.randn(setting["batch"], 3, setting["crop"], setting["crop"], generator=generator)
+    images = images.to(device).contiguous(memory_format=memory_format)
+    labels = (torch.rand(setting["batch"], 20, generator=generator) < 0.15).float().to(device)
+    total = setting["train_warmup"] + setting["train_steps"]
+    times = []
+    for step in range(total):
+        tic = time.perf_counter()
+        set_poly_lr(optimizer, step, total)
+        optimizer.zero_grad(set_to_none=True)
+        losses = compute_gradients(model, scaler, images, labels, dtype)
+        scaler.step(optimizer)
+        scaler.update()
+        [loss.item() for loss in losses.values()]  # the training loop reads the losses every step
+        synchronize(device)
+        times.append(time.perf_counter() - tic)
+    seconds = statistics.median(times[setting["train_warmup"]:])
+    return {"images_per_s": setting["batch"] / seconds, "seconds_per_step": seconds}
+
+
+def synthetic_pyramids(count, height, width, scales):
+    """`count` generated scenes (datasets/synthetic.py), normalised, each as [(2, 3, h, w) image + flip per scale]."""
+    import numpy as np
+
+    from datasets import synthetic, voc
+
+    rng = np.random.default_rng(2)
+    return [voc.flip_pyramid(synthetic.make_scene(rng, height, width, max_objects=3)[0], scales) for _ in range(count)]
+
+
+def measure_infer(device, setting, mode):
+    """Median seconds per image for 4 scales x (image, flip) and the fusion; with AMP, also its error."""
+    import numpy as np
+
+    from tools.cam import multiscale_cam_record
+    from tools.metrics import cam_to_label
+    from tools.precision import AMP_DTYPES
+
+    dtype = AMP_DTYPES[mode["cam_amp"] or "off"]
+    memory_format = torch.channels_last if mode["channels_last"] else torch.contiguous_format
+    model = build_net(device, mode["channels_last"]).eval()
+    size = setting["image"]
+    label = torch.zeros(20)
+    label[[0, 14]] = 1  # two classes present
+    samples = synthetic_pyramids(setting["infer_warmup"] + setting["infer_images"], *size, SCALES)
+    if device.type == "cuda":
+        samples = [[pair.pin_memory() for pair in pyramid] for pyramid in samples]
+    times, records = [], []
+    for pyramid in samples:
+        tic = time.perf_counter()
+        records.append(multiscale_cam_record(model, pyramid, label, size, device, dtype, memory_format))
+        synchronize(device)
+        times.append(time.perf_counter() - tic)
+    seconds = statistics.median(times[setting["infer_warmup"]:])
+    result = {"images_per_s": 1.0 / seconds, "seconds_per_image": seconds}
+    if dtype is not None:  # how far AMP moves the CAMs from float32, on the same images
+        timed = samples[setting["infer_warmup"]:]
+        reference = [multiscale_cam_record(model, pyramid, label, size, device, None, memory_format) for pyramid in timed]
+        amp = records[setting["infer_warmup"]:]
+        result["max_abs_cam_difference"] = max(float(np.abs(ref[key] - low[key]).max())
+                                               for ref, low in zip(reference, amp) for key in ("cam", "high_res"))
+        result["mean_abs_cam_difference"] = float(np.mean([np.abs(ref["high_res"] - low["high_res"]).mean()
+                                                           for ref, low in zip(reference, amp)]))
+        result["label_agreement"] = float(np.mean([
+            (cam_to_label(ref["high_res"], ref["keys"], 0.14) == cam_to_label(low["high_res"], low["keys"], 0.14)).mean()
+            for ref, low in zip(reference, amp)]))
+    return result
+
+
+PHASES = {"train": measure_train, "infer": measure_infer}
+
+
+def run_one(phase, device_name, setting_name, mode_name, threads):
+    """One measurement in its own process (called through a process pool)."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+    result = PHASES[phase](device, SETTINGS[setting_name], MODES[mode_name])
+    result["peak_memory_mb"] = peak_memory_mb(device)
+    return result
+
+
+def device_description(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_table(results):
+    lines = [f"{'phase':<6} {'mode':<13} {'images/s':>9} {'peak MB':>9} {'speedup':>8}  notes"]
+    for phase in PHASES:
+        rows = [row for row in results["measurements"] if row["phase"] == phase]
+        if not rows:
+            continue
+        baseline = next(row for row in rows if row["mode"] == "faithful")["images_per_s"]
+        for row in rows:
+            note = ""
+            if "max_abs_cam_difference" in row:
+                note = (f"|CAM - float32 CAM| max {row['max_abs_cam_difference']:.1e}, "
+                        f"mean {row['mean_abs_cam_difference']:.1e}; same label {100 * row['label_agreement']:.2f}%")
+            lines.append(f"{phase:<6} {row['mode']:<13} {row['images_per_s']:>9.2f} {row['peak_memory_mb']:>9.0f} "
+                         f"{row['images_per_s'] / baseline:>7.2f}x  {note}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", default=None, help="a GPU id, or 'cpu' (default: GPU 0 when CUDA is available)")
+    parser.add_argument("--setting", choices=SETTINGS, default=None,
+                        help="full (VOC sizes, paper batch) or small (default: full on a GPU, small on the CPU)")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per measurement (default: torch's)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    from tools.distributed import device_for
+    from tools.errors import UserError
+
+    try:
+        device = device_for(args.gpu)
+        phases = [phase.strip() for phase in args.phases.split(",") if phase.strip()]
+        unknown = [phase for phase in phases if phase not in PHASES]
+        if unknown or not phases:
+            raise UserError(f"--phases {args.phases}: choose from {', '.join(PHASES)}")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    setting = args.setting or ("full" if device.type == "cuda" else "small")
+    results = {"device": device_description(device), "torch": torch.__version__, "setting": setting,
+               "settings": SETTINGS[setting], "scales": list(SCALES), "modes": MODES,
+               "irnet_train_images_per_s": IRNET_TRAIN_IMAGES_PER_S, "measurements": []}
+    print(f"benchmark on {results['device']}, setting {setting}: {SETTINGS[setting]}", flush=True)
+    started = time.perf_counter()
+    for phase in phases:
+        for mode in MODES:
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                row = pool.submit(run_one, phase, str(device), setting, mode, args.threads).result()
+            results["measurements"].append({"phase": phase, "mode": mode, **row})
+            print(f"  {phase} {mode}: {row['images_per_s']:.2f} images/s", flush=True)
+    results["wall_s"] = time.perf_counter() - started
+    for phase in phases:
+        rows = {row["mode"]: row for row in results["measurements"] if row["phase"] == phase}
+        for mode in MODES:
+            if mode != "faithful":
+                results[f"{phase}_speedup_{mode}_vs_faithful"] = rows[mode]["images_per_s"] / rows["faithful"]["images_per_s"]
+    print(format_table(results))
+    if "train" in phases and device.type == "cuda":
+        print(f"(IRNet's train_cam: about {IRNET_TRAIN_IMAGES_PER_S} images/s on one GPU of its time)")
+    print(json.dumps(results))
+    if args.json:
+        from tools.io import save_json
+
+        save_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
