@@ -5,8 +5,10 @@
 
 Each file is a pickled dict {"keys": present class indices, "cam": (k, ceil(H/4), ceil(W/4)),
 "high_res": (k, H, W)}, the format IRNet's later stages read. Images whose CAM file already
-exists and loads are skipped (an interrupted run continues); --overwrite redoes every image.
+exists and loads are skipped (an interrupted run continues), provided cam_settings.json in the
+folder shows the same checkpoint, scales and AMP; --overwrite redoes every image.
 """
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,7 +23,7 @@ from tools.cam import load_cam_file, multiscale_cam_record
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import save_npy
+from tools.io import save_json, save_npy
 from tools.precision import amp_dtype
 
 PENDING_WRITES = 8  # CAM records waiting for the writer thread, at most
@@ -51,6 +53,32 @@ def needs_cam(path, overwrite):
         return True
 
 
+MANIFEST = "cam_settings.json"  # in the CAM folder: what made the files there
+
+
+def cam_settings(cfg):
+    """What the CAM values depend on: the checkpoint file (path, size, time), the scales and AMP."""
+    checkpoint = os.path.abspath(cfg.exp.checkpoint)
+    stat = os.stat(checkpoint)
+    amp = cfg.cam.amp if cfg.cam.amp is not False else "off"
+    return {"checkpoint": checkpoint, "checkpoint_bytes": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns,
+            "scales": list(cfg.cam.scales), "amp": amp}
+
+
+def check_cam_folder(cam_dir, settings, overwrite):
+    """Existing CAM files are reused only if they were made with the same settings (else they would mix)."""
+    path = os.path.join(cam_dir, MANIFEST)
+    if overwrite or not os.path.isfile(path):
+        return
+    with open(path) as handle:
+        previous = json.load(handle)
+    changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in settings.items()
+               if previous.get(key) != value]
+    if changed:
+        raise UserError(f"{cam_dir} holds CAMs made with other settings ({'; '.join(changed[:2])}); "
+                        f"pass --overwrite to redo them, or set another exp.cam_dir", every_rank=True)
+
+
 def infer(ctx, config_dict):
     """Write the CAM files of this process's share of the images (every world_size-th name)."""
     cfg = Config(config_dict)
@@ -61,8 +89,12 @@ def infer(ctx, config_dict):
     names = voc.read_name_list(cfg.cam.split)
     labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
     cam_dir = cfg.exp.cam_dir
-    os.makedirs(cam_dir, exist_ok=True)
     model = load_model(cfg, ctx.device, memory_format)
+    settings = cam_settings(cfg)
+    check_cam_folder(cam_dir, settings, cfg.cam.overwrite)
+    distributed.barrier()  # every rank has read the old manifest before rank 0 replaces it
+    if ctx.is_main:
+        save_json(os.path.join(cam_dir, MANIFEST), settings)
 
     share = range(ctx.rank, len(names), ctx.world_size)
     todo = [index for index in share if needs_cam(os.path.join(cam_dir, names[index] + ".npy"), cfg.cam.overwrite)]

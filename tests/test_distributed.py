@@ -211,5 +211,10 @@ def test_inference_over_two_processes_equals_one_and_resumes(repo_root, single_r
         np.testing.assert_array_equal(redone["high_res"],
                                       np.load(root / "cams1" / f"{name}.npy", allow_pickle=True).item()["high_res"])
 
-    result = run(repo_root, *stage("infer_cam.py", root, "single", checkpoint, f"exp.cam_dir={cams}", "--overwrite"))
+    # CAMs of other settings are not mixed with these: an error, unless --overwrite.
+    other_scales = [*stage("infer_cam.py", root, "single", checkpoint, f"exp.cam_dir={cams}"), "cam.scales=[1.0]"]
+    result = run(repo_root, *other_scales, check=False)
+    assert result.returncode == 2 and "holds CAMs made with other settings (scales: [1.0, 0.5] -> [1.0])" in result.stderr
+    result = run(repo_root, *other_scales, "--overwrite")
     assert f"wrote {len(names)} CAM files" in result.stdout
+    assert json.load(open(cams / "cam_settings.json"))["scales"] == [1.0]
