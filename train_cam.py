@@ -148,6 +148,27 @@ class NonFiniteLoss(UserError):
                          f"{kept}; lower train.opt.lr or set train.amp=off", every_rank=True)
 
 
+def build_datasets(cfg):
+    """(training set, validation set) of the config's splits."""
+    cls_labels = voc.load_cls_labels(cfg.dataset.cls_labels)
+    train_set = classification_dataset(cfg, cfg.train.split, cls_labels, train=True)
+    val_set = classification_dataset(cfg, cfg.val.split, cls_labels, train=False)
+    if len(train_set) < cfg.train.batch_size:
+        raise UserError(f"train.split {cfg.train.split} has {len(train_set)} images, fewer than "
+                        f"train.batch_size={cfg.train.batch_size}", every_rank=True)
+    return train_set, val_set
+
+
+def restore_training_state(state, model, optimizer, scaler, ctx):
+    """Load a resumable checkpoint into the live objects -> the step it was saved at."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    rng_states = state["rng"]  # one per rank; on another number of processes every rank takes rank 0's
+    set_rng_state(rng_states[ctx.rank] if len(rng_states) == ctx.world_size else rng_states[0])
+    return state["step"]
+
+
 def train(ctx, config_dict, resume="auto"):
     """Train on this process's device; with several processes, each holds one DDP replica."""
     cfg = Config(config_dict)
@@ -160,12 +181,7 @@ def train(ctx, config_dict, resume="auto"):
     voc.check_voc_root(cfg.dataset.root_dir)
     configure_determinism(cfg.train.seed, cfg.train.deterministic)
 
-    cls_labels = voc.load_cls_labels(cfg.dataset.cls_labels)
-    train_set = classification_dataset(cfg, cfg.train.split, cls_labels, train=True)
-    val_set = classification_dataset(cfg, cfg.val.split, cls_labels, train=False)
-    if len(train_set) < cfg.train.batch_size:
-        raise UserError(f"train.split {cfg.train.split} has {len(train_set)} images, fewer than "
-                        f"train.batch_size={cfg.train.batch_size}", every_rank=True)
+    train_set, val_set = build_datasets(cfg)
     sampler = GlobalBatchSampler(len(train_set), cfg.train.batch_size, ctx.rank, ctx.world_size, cfg.train.seed)
     loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
@@ -179,16 +195,11 @@ def train(ctx, config_dict, resume="auto"):
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
 
     last_path = os.path.join(work_dir, "checkpoints", "last.pth")
-    start = resume_state(resume, last_path, config_dict)
+    start = resume_state(resume, last_path, config_dict, final_path=cfg.exp.checkpoint)
     step = 0
     if start is not None:
         resumed_from, state = start
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        step = state["step"]
-        rng_states = state["rng"]
-        set_rng_state(rng_states[ctx.rank] if len(rng_states) == ctx.world_size else rng_states[0])
+        step = restore_training_state(state, model, optimizer, scaler, ctx)
         if ctx.is_main:
             print(f"resuming {resumed_from} at step {step} of {max_step}")
     if step >= max_step:

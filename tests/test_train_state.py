@@ -41,6 +41,11 @@ def test_resume_decisions(tmp_path):
     last = tmp_path / "last.pth"
     assert resume_state("auto", str(last), config) is None  # nothing to continue
     assert resume_state("never", str(last), config) is None
+    final = tmp_path / "final.pth"
+    final.write_bytes(b"weights of a finished run")
+    with pytest.raises(UserError, match="final.pth exists but .*last.pth does not.*--restart"):
+        resume_state("auto", str(last), config, final_path=str(final))
+    assert resume_state("never", str(last), config, final_path=str(final)) is None
     with pytest.raises(UserError, match="no such checkpoint"):
         resume_state(str(tmp_path / "other.pth"), str(last), config)
 

@@ -92,19 +92,24 @@ def read_training_state(path):
     return state
 
 
-def resume_state(resume, last_path, config_dict):
+def resume_state(resume, last_path, config_dict, final_path=None):
     """Where a run starts -> (path, training state) of the checkpoint to continue, or None (from scratch).
 
     resume: 'auto' (the default: continue `last_path` when it exists and was trained with the same
-    result-changing settings), 'never' (start over) or an explicit checkpoint path.
+    result-changing settings), 'never' (start over) or an explicit checkpoint path. A finished
+    run's `final_path` without `last_path` is not overwritten silently.
     """
     if resume == "never":
         return None
     path = last_path if resume == "auto" else resume
     if not os.path.isfile(path):
-        if resume == "auto":
-            return None
-        raise UserError(f"--resume {path}: no such checkpoint")
+        if resume != "auto":
+            raise UserError(f"--resume {path}: no such checkpoint")
+        if final_path and os.path.isfile(final_path):
+            raise UserError(f"{final_path} exists but {last_path} does not, so there is nothing to resume; "
+                            f"pass --restart to train again (it overwrites {final_path}), or set another "
+                            f"exp.work_dir", every_rank=True)
+        return None
     state = read_training_state(path)
     differences = config_differences(state["config"], config_dict)
     if differences:

@@ -1,0 +1,49 @@
+"""The training log: one JSON line per step, TensorBoard beside it, and resumed runs log each step once."""
+import json
+import os
+
+import pytest
+
+from train_cam import TrainLog
+
+
+def records(work_dir):
+    return [json.loads(line) for line in open(os.path.join(work_dir, "train_log.jsonl"))]
+
+
+def test_jsonl_and_tensorboard(tmp_path):
+    log = TrainLog(str(tmp_path), enabled=True, use_tensorboard=True)
+    for step in (1, 2, 3):
+        log.write({"step": step, "epoch": 0, "loss_cls": 0.5 / step, "lr": [0.01, 0.1], "images_per_s": 10.0})
+    log.write({"step": 3, "epoch": 0, "val_loss": 0.2})
+    log.close()
+    assert [r["step"] for r in records(tmp_path)] == [1, 2, 3, 3]
+    events = os.listdir(tmp_path / "tensorboard")
+    assert len(events) == 1 and events[0].startswith("events.out.tfevents")
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(tmp_path / "tensorboard"))
+    accumulator.Reload()
+    assert {"train/loss_cls", "train/lr_group1", "train/val_loss"} <= set(accumulator.Tags()["scalars"])
+    assert [e.value for e in accumulator.Scalars("train/loss_cls")] == pytest.approx([0.5, 0.25, 0.5 / 3])
+
+
+def test_resumed_log_drops_the_steps_it_redoes(tmp_path):
+    log = TrainLog(str(tmp_path), enabled=True, use_tensorboard=False)
+    for step in range(1, 6):
+        log.write({"step": step, "loss_cls": 1.0})
+    log.close()
+    resumed = TrainLog(str(tmp_path), enabled=True, use_tensorboard=False, start_step=3)
+    resumed.write({"step": 4, "loss_cls": 0.5})
+    resumed.close()
+    assert [(r["step"], r["loss_cls"]) for r in records(tmp_path)] == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 0.5)]
+    TrainLog(str(tmp_path), enabled=True, use_tensorboard=False).close()  # a fresh start empties it
+    assert records(tmp_path) == []
+
+
+def test_other_ranks_write_nothing(tmp_path):
+    log = TrainLog(str(tmp_path), enabled=False, use_tensorboard=True)
+    log.write({"step": 1})
+    log.close()
+    assert os.listdir(tmp_path) == []
