@@ -10,6 +10,7 @@ same settings (--restart starts over, --resume PATH continues another checkpoint
 import json
 import math
 import os
+import sys
 import time
 
 import torch
@@ -27,6 +28,7 @@ from tools.errors import UserError
 from tools.io import save_text
 from tools.optim import build_optimizer, set_poly_lr
 from tools.precision import amp_dtype, autocast
+from tools.stopping import GracefulStop, ignore_interrupts
 from tools.train_state import resume_state, rng_state, save_training_state, set_rng_state
 
 def prepare_dataset(cfg):
@@ -67,12 +69,14 @@ def compute_gradients(model, scaler, images, labels, autocast_dtype):
     return {name: loss.detach() for name, loss in losses.items()}
 
 
-def mean_over_processes(losses):
-    """{name: loss} of this process -> {name: float} averaged over all processes (one small all-reduce)."""
-    stacked = torch.stack([loss.float() for loss in losses.values()])
+def mean_over_processes(losses, stop_requested=False):
+    """{name: loss} of this process -> ({name: float} averaged over all processes, whether any process
+    was asked to stop), in one small all-reduce, so every rank takes the same decisions."""
+    stop_flag = torch.tensor(float(stop_requested), device=next(iter(losses.values())).device)
+    stacked = torch.stack([loss.float() for loss in losses.values()] + [stop_flag])
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    values = (distributed.all_reduce_sum(stacked) / world_size).tolist()
-    return dict(zip(losses, values))
+    *values, stops = distributed.all_reduce_sum(stacked).tolist()
+    return {name: value / world_size for name, value in zip(losses, values)}, stops > 0
 
 
 @torch.no_grad()
@@ -81,7 +85,7 @@ def validation_loss(model, dataset, ctx, batch_size, num_workers):
     model.eval()
     share = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # loss sum, image count
-    for batch in DataLoader(share, batch_size=batch_size, num_workers=num_workers):
+    for batch in DataLoader(share, batch_size=batch_size, num_workers=num_workers, worker_init_fn=ignore_interrupts):
         cls_logits = model(batch["img"].to(ctx.device), return_cam=True)[0]
         labels = batch["label"].to(ctx.device)
         total[0] += torch.nn.functional.multilabel_soft_margin_loss(cls_logits.float(), labels, reduction="sum")
@@ -136,6 +140,17 @@ class TrainLog:
             self.tensorboard.close()
 
 
+class StoppedBySignal(SystemExit):
+    """Leave after a Ctrl-C / SIGTERM once the resumable checkpoint is saved, with the shell's exit code."""
+
+    def __init__(self, stop, step, last_path, report):
+        if report:
+            name = stop.signal_name or "a stop signal on another process"
+            print(f"stopped by {name} after step {step}; saved {last_path}; run the same command to continue",
+                  file=sys.stderr, flush=True)
+        super().__init__(stop.exit_code if stop.requested else 143)
+
+
 class NonFiniteLoss(UserError):
     def __init__(self, step, losses, last_path):
         values = ", ".join(f"loss_{name}={value}" for name, value in losses.items())
@@ -184,7 +199,8 @@ def train(ctx, config_dict, resume="auto"):
     train_set, val_set = build_datasets(cfg)
     sampler = GlobalBatchSampler(len(train_set), cfg.train.batch_size, ctx.rank, ctx.world_size, cfg.train.seed)
     loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
-                        num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda")
+                        num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda",
+                        worker_init_fn=ignore_interrupts)
     steps_per_epoch = sampler.steps_per_epoch
     max_step = steps_per_epoch * cfg.train.max_epochs
 
@@ -222,42 +238,46 @@ def train(ctx, config_dict, resume="auto"):
         print(f"training {max_step} steps ({cfg.train.max_epochs} epochs of {steps_per_epoch}) on "
               f"{ctx.world_size} x {device.type}, {per_process_batch} images per process; log {log.path}")
     progress = tqdm(total=max_step, initial=step, disable=not ctx.is_main, dynamic_ncols=True, desc="train")
-    try:
-        for epoch in range(step // steps_per_epoch, cfg.train.max_epochs):
-            train_set.set_epoch(epoch)
-            sampler.set_epoch(epoch, start_step=step - epoch * steps_per_epoch)
-            tic = time.perf_counter()
-            for batch in loader:
-                set_poly_lr(optimizer, step, max_step, cfg.train.opt.power)
-                images = batch["img"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                labels = batch["label"].to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                losses = mean_over_processes(compute_gradients(trained, scaler, images, labels, autocast_dtype))
-                if not all(math.isfinite(value) for value in losses.values()):
-                    raise NonFiniteLoss(step + 1, losses, last_path)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
+    with GracefulStop() as stop:
+        try:
+            for epoch in range(step // steps_per_epoch, cfg.train.max_epochs):
+                train_set.set_epoch(epoch)
+                sampler.set_epoch(epoch, start_step=step - epoch * steps_per_epoch)
+                tic = time.perf_counter()
+                for batch in loader:
+                    set_poly_lr(optimizer, step, max_step, cfg.train.opt.power)
+                    images = batch["img"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                    labels = batch["label"].to(device, non_blocking=True)
+                    optimizer.zero_grad(set_to_none=True)
+                    losses, stopping = mean_over_processes(
+                        compute_gradients(trained, scaler, images, labels, autocast_dtype), stop.requested)
+                    if not all(math.isfinite(value) for value in losses.values()):
+                        raise NonFiniteLoss(step + 1, losses, last_path)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    step += 1
 
-                toc = time.perf_counter()
-                record = {"step": step, "epoch": epoch, **{f"loss_{k}": v for k, v in losses.items()},
-                          "lr": [group["lr"] for group in optimizer.param_groups],
-                          "images_per_s": cfg.train.batch_size / (toc - tic)}
-                tic = toc
-                log.write(record)
-                progress.update()
-                if step % cfg.train.log_interval == 0:
-                    progress.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in losses.items()})
-                if step % cfg.train.save_iters == 0 and step % steps_per_epoch:
-                    save_state(last_path)  # epoch ends save below, after the validation loss
-            val_loss = validation_loss(model, val_set, ctx, per_process_batch, cfg.train.num_workers)
-            log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
-            if ctx.is_main:
-                progress.write(f"epoch {epoch + 1}/{cfg.train.max_epochs}: val loss {val_loss:.4f}")
-            save_state(last_path)
-    finally:
-        progress.close()
-        log.close()
+                    toc = time.perf_counter()
+                    log.write({"step": step, "epoch": epoch, **{f"loss_{k}": v for k, v in losses.items()},
+                               "lr": [group["lr"] for group in optimizer.param_groups],
+                               "images_per_s": cfg.train.batch_size / (toc - tic)})
+                    tic = toc
+                    progress.update()
+                    if step % cfg.train.log_interval == 0:
+                        progress.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in losses.items()})
+                    if stopping:  # Ctrl-C or SIGTERM on any process: every rank saves and leaves together
+                        save_state(last_path)
+                        raise StoppedBySignal(stop, step, last_path, ctx.is_main)
+                    if step % cfg.train.save_iters == 0 and step % steps_per_epoch:
+                        save_state(last_path)  # epoch ends save below, after the validation loss
+                val_loss = validation_loss(model, val_set, ctx, per_process_batch, cfg.train.num_workers)
+                log.write({"step": step, "epoch": epoch, "val_loss": val_loss})
+                if ctx.is_main:
+                    progress.write(f"epoch {epoch + 1}/{cfg.train.max_epochs}: val loss {val_loss:.4f}")
+                save_state(last_path)
+        finally:
+            progress.close()
+            log.close()
     if ctx.is_main:
         save_checkpoint(cfg.exp.checkpoint, model, config_dict, epoch=cfg.train.max_epochs, step=step)
         print(f"saved {cfg.exp.checkpoint}")

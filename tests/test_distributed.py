@@ -218,3 +218,55 @@ def test_inference_over_two_processes_equals_one_and_resumes(repo_root, single_r
     result = run(repo_root, *other_scales, "--overwrite")
     assert f"wrote {len(names)} CAM files" in result.stdout
     assert json.load(open(cams / "cam_settings.json"))["scales"] == [1.0]
+
+
+def start(repo_root, command):
+    return subprocess.Popen([sys.executable, *command], cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def wait_for(condition, process, timeout=300):
+    deadline = time.time() + timeout
+    while not condition() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes(repo_root, single_run):
+    root = single_run
+    log = root / "term/train_log.jsonl"
+    process = start(repo_root, stage("train_cam.py", root, "term"))
+    wait_for(lambda: log.exists() and "loss_cls" in log.read_text(), process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    step = torch.load(root / "term/checkpoints/last.pth", weights_only=True)["step"]
+    assert f"stopped by SIGTERM after step {step}; saved" in stderr
+    assert 0 < step < STEPS_PER_EPOCH * EPOCHS and not (root / "term/checkpoints/final.pth").exists()
+    assert not [name for name in os.listdir(root / "term/checkpoints") if name.endswith(".tmp")]
+
+    run(repo_root, *stage("train_cam.py", root, "term"))
+    reference, result = weights(root / "single/checkpoints/final.pth"), weights(root / "term/checkpoints/final.pth")
+    assert all(torch.equal(result[key], reference[key]) for key in reference)
+
+
+def test_ctrl_c_during_inference_leaves_whole_files_and_the_next_run_continues(repo_root, single_run):
+    root = single_run
+    cams = root / "cams_interrupted"
+    command = stage("infer_cam.py", root, "single", f"exp.checkpoint={root / 'single/checkpoints/final.pth'}",
+                    f"exp.cam_dir={cams}", f"cam.split={root / 'voc/train_aug.txt'}", "cam.scales=[1.0,0.5,1.5,2.0]")
+    process = start(repo_root, command)
+    wait_for(lambda: cams.exists() and cam_files(cams), process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGINT, stderr
+    assert "stopped by SIGINT" in stderr and "Traceback" not in stderr
+    written = cam_files(cams)
+    assert 0 < len(written) < 16
+    assert not [name for name in os.listdir(cams) if name.endswith(".tmp")]
+    for name in written:
+        np.load(cams / name, allow_pickle=True).item()  # every file is whole
+
+    result = run(repo_root, *command)
+    assert f"wrote {16 - len(written)} CAM files" in result.stdout and f"({len(written)} already done" in result.stdout
+    assert len(cam_files(cams)) == 16

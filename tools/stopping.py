@@ -1,0 +1,55 @@
+"""Stop cleanly on Ctrl-C or SIGTERM (pre-emption): finish the current step, save, exit.
+
+The first signal only sets a flag that the stage's loop checks between steps; a second one
+stops at once (the default behaviour is restored after the first).
+"""
+import signal
+import sys
+import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class GracefulStop:
+    """Context manager: `requested` turns true when SIGINT or SIGTERM arrives inside the block."""
+
+    def __init__(self):
+        self.signal_number = None
+        self._previous = {}
+
+    @property
+    def requested(self):
+        return self.signal_number is not None
+
+    @property
+    def exit_code(self):
+        """The shell's convention for a process ended by a signal: 128 + its number (130, 143)."""
+        return 128 + (self.signal_number or 0)
+
+    @property
+    def signal_name(self):
+        return signal.Signals(self.signal_number).name if self.signal_number else None
+
+    def _handle(self, number, frame):
+        self.signal_number = number
+        for stop_signal in STOP_SIGNALS:  # a second signal ends the process the usual way
+            signal.signal(stop_signal, self._previous.get(stop_signal, signal.SIG_DFL))
+        print(f"\n{signal.Signals(number).name} received: stopping after the current step "
+              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for stop_signal in STOP_SIGNALS:
+                self._previous[stop_signal] = signal.signal(stop_signal, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        for stop_signal, handler in self._previous.items():
+            signal.signal(stop_signal, handler)
+        return False
+
+
+def ignore_interrupts(worker_id=None):
+    """DataLoader worker_init_fn: Ctrl-C reaches every process of the terminal's group; the workers leave it
+    to the main process, which stops cleanly. (SIGTERM keeps its default: DataLoader stops its workers with it.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
