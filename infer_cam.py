@@ -8,8 +8,8 @@ Each file is a pickled dict {"keys": present class indices, "cam": (k, ceil(H/4)
 exists and loads are skipped (an interrupted run continues), provided cam_settings.json in the
 folder shows the same checkpoint, scales and AMP; --overwrite redoes every image.
 """
-import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -19,12 +19,13 @@ from tqdm import tqdm
 from datasets import voc
 from net.resnet_cam import Net, load_checkpoint
 from tools import distributed
-from tools.cam import load_cam_file, multiscale_cam_record
+from tools.cam import CAM_SETTINGS_FILE, load_cam_file, multiscale_cam_record
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import save_json, save_npy
+from tools.io import save_json, save_npy, settings_changes
 from tools.precision import amp_dtype
+from tools.stopping import GracefulStop, ignore_interrupts
 
 PENDING_WRITES = 8  # CAM records waiting for the writer thread, at most
 
@@ -53,7 +54,7 @@ def needs_cam(path, overwrite):
         return True
 
 
-MANIFEST = "cam_settings.json"  # in the CAM folder: what made the files there
+MANIFEST = CAM_SETTINGS_FILE
 
 
 def cam_settings(cfg):
@@ -67,13 +68,7 @@ def cam_settings(cfg):
 
 def check_cam_folder(cam_dir, settings, overwrite):
     """Existing CAM files are reused only if they were made with the same settings (else they would mix)."""
-    path = os.path.join(cam_dir, MANIFEST)
-    if overwrite or not os.path.isfile(path):
-        return
-    with open(path) as handle:
-        previous = json.load(handle)
-    changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in settings.items()
-               if previous.get(key) != value]
+    changed = [] if overwrite else settings_changes(os.path.join(cam_dir, MANIFEST), settings)
     if changed:
         raise UserError(f"{cam_dir} holds CAMs made with other settings ({'; '.join(changed[:2])}); "
                         f"pass --overwrite to redo them, or set another exp.cam_dir", every_rank=True)
@@ -100,9 +95,10 @@ def infer(ctx, config_dict):
     todo = [index for index in share if needs_cam(os.path.join(cam_dir, names[index] + ".npy"), cfg.cam.overwrite)]
     dataset = Subset(voc.MultiScaleDataset(cfg.dataset.root_dir, names, labels, cfg.cam.scales), todo)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.cam.num_workers,
-                        pin_memory=ctx.device.type == "cuda")
+                        pin_memory=ctx.device.type == "cuda", worker_init_fn=ignore_interrupts)
+    done = 0
     # Saving (pickling, fsync) runs on a thread so the device never waits for the disk.
-    with ThreadPoolExecutor(max_workers=1) as writer:
+    with GracefulStop() as stop, ThreadPoolExecutor(max_workers=1) as writer:
         pending = []
         for sample in tqdm(loader, desc="cams", dynamic_ncols=True, disable=not ctx.is_main):
             record = multiscale_cam_record(model, sample["img"], sample["label"], tuple(sample["size"]), ctx.device,
@@ -111,8 +107,16 @@ def infer(ctx, config_dict):
                                          allow_pickle=True))
             if len(pending) >= PENDING_WRITES:
                 pending.pop(0).result()
-        for future in pending:
+                done += 1
+            if stop.requested:
+                break
+        for future in pending:  # every file started is finished: the folder holds only whole CAM files
             future.result()
+            done += 1
+    if stop.requested:
+        print(f"stopped by {stop.signal_name}: {done} CAM files written by this process; run the same command "
+              f"to continue", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code)
 
     written, skipped = distributed.all_reduce_sum(torch.tensor([len(todo), len(share) - len(todo)], device=ctx.device)).tolist()
     if ctx.is_main:

@@ -5,19 +5,11 @@ import sys
 import pytest
 
 from datasets import synthetic
+from conftest import assert_clean_error
 
 
 def run(repo_root, *args):
     return subprocess.run([sys.executable, *args], cwd=repo_root, capture_output=True, text=True, timeout=300)
-
-
-def assert_clean_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_unknown_config_key(repo_root):

@@ -7,6 +7,7 @@ from tools.errors import UserError
 from tools.precision import autocast
 
 CAM_STRIDE = 4  # the "cam" entry is stored at 1/4 resolution for IRNet's later stages
+CAM_SETTINGS_FILE = "cam_settings.json"  # in a CAM folder: what made the files there (infer_cam.py)
 
 
 def strided_size(size, stride=CAM_STRIDE):

@@ -21,7 +21,8 @@ def build_parser(description):
 
 
 def parse_config(parser, argv=None):
-    args = parser.parse_args(argv)
+    # intermixed: key=value overrides may come before and after options (a=1 --sweep b=2)
+    args = parser.parse_intermixed_args(argv)
     return args, load_config(args.config, args.overrides)
 
 

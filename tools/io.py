@@ -1,5 +1,6 @@
 """Atomic file output: every file the pipeline writes appears whole or not at all."""
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -18,6 +19,7 @@ def atomic_open(path, mode="wb"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give the result the usual permissions
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -27,6 +29,14 @@ def atomic_open(path, mode="wb"):
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
         raise
+
+
+@functools.lru_cache(maxsize=None)
+def _new_file_mode():
+    """0o666 minus the process umask: the mode open() would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_npy(path, value, allow_pickle=False):
@@ -52,3 +62,14 @@ def save_image(path, pil_image, **save_kwargs):
     image_format = {"JPG": "JPEG"}.get(image_format, image_format)
     with atomic_open(path, "wb") as handle:
         pil_image.save(handle, format=image_format, **save_kwargs)
+
+
+def settings_changes(manifest_path, settings):
+    """["key: old -> new", ...] for the keys of `settings` that differ from the JSON manifest at
+    `manifest_path` (a settings file a stage keeps beside its outputs); [] when there is no manifest."""
+    if not os.path.isfile(manifest_path):
+        return []
+    with open(manifest_path) as handle:
+        previous = json.load(handle)
+    return [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in settings.items()
+            if previous.get(key) != value]
