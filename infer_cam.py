@@ -54,9 +54,6 @@ def needs_cam(path, overwrite):
         return True
 
 
-MANIFEST = CAM_SETTINGS_FILE
-
-
 def cam_settings(cfg):
     """What the CAM values depend on: the checkpoint file (path, size, time), the scales and AMP."""
     checkpoint = os.path.abspath(cfg.exp.checkpoint)
@@ -68,7 +65,7 @@ def cam_settings(cfg):
 
 def check_cam_folder(cam_dir, settings, overwrite):
     """Existing CAM files are reused only if they were made with the same settings (else they would mix)."""
-    changed = [] if overwrite else settings_changes(os.path.join(cam_dir, MANIFEST), settings)
+    changed = [] if overwrite else settings_changes(os.path.join(cam_dir, CAM_SETTINGS_FILE), settings)
     if changed:
         raise UserError(f"{cam_dir} holds CAMs made with other settings ({'; '.join(changed[:2])}); "
                         f"pass --overwrite to redo them, or set another exp.cam_dir", every_rank=True)
@@ -89,7 +86,7 @@ def infer(ctx, config_dict):
     check_cam_folder(cam_dir, settings, cfg.cam.overwrite)
     distributed.barrier()  # every rank has read the old manifest before rank 0 replaces it
     if ctx.is_main:
-        save_json(os.path.join(cam_dir, MANIFEST), settings)
+        save_json(os.path.join(cam_dir, CAM_SETTINGS_FILE), settings)
 
     share = range(ctx.rank, len(names), ctx.world_size)
     todo = [index for index in share if needs_cam(os.path.join(cam_dir, names[index] + ".npy"), cfg.cam.overwrite)]
