@@ -46,3 +46,45 @@ class VisualWordEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return soft_word_assignment(features, self.codebook)
+
+
+# ---------------------------------------------------------------------------------------------
+# The journal extension (VWL): a decorrelated learned codebook, or a memory-bank codebook
+
+def decorrelation_loss(codebook: torch.Tensor) -> torch.Tensor:
+    """VWL-L's codebook decorrelation: 0.5 * (||G||_F - ||diag(G)||_2) with G = C C^T.
+
+    C is the codebook, (K, D) or (K, D, 1, 1), each row centred on its own mean; the loss is small
+    when the words' centred vectors are mutually orthogonal. Returns a scalar tensor.
+    """
+    centred = codebook.flatten(1)
+    centred = centred - centred.mean(dim=1, keepdim=True)
+    gram = centred @ centred.T
+    return 0.5 * (torch.linalg.matrix_norm(gram) - torch.linalg.vector_norm(torch.diagonal(gram)))
+
+
+@torch.no_grad()
+def features_per_word(features: torch.Tensor, words: torch.Tensor, k_words: int):
+    """Sum and count of the feature vectors each word wins: features (N, D, h, w), words (N, h, w)
+    argmax word ids -> (sums (K, D), counts (K,)), float32. Sums and counts (not means) add up over
+    processes, so an all-reduce of both gives the means of the whole global batch."""
+    vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
+    one_hot = F.one_hot(words.reshape(-1), k_words).float()
+    return one_hot.T @ vectors, one_hot.sum(dim=0)
+
+
+@torch.no_grad()
+def ema_codebook(codebook: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor, rho: float) -> torch.Tensor:
+    """VWL-M's update c_k <- rho * m_k + (1 - rho) * c_k, m_k the mean feature vector word k won
+    (m_k = 0 when no vector chose k, so an unused word decays towards zero)."""
+    means = sums / counts.clamp(min=1)[:, None]
+    return rho * means + (1 - rho) * codebook
+
+
+@torch.no_grad()
+def sample_codebook(features: torch.Tensor, k_words: int, generator: torch.Generator = None) -> torch.Tensor:
+    """VWL-M's first codebook: K feature vectors of the batch (N, D, h, w) drawn at random (with
+    replacement, as there may be fewer vectors than words) -> (K, D)."""
+    vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
+    index = torch.randint(len(vectors), (k_words,), generator=generator, device="cpu").to(vectors.device)
+    return vectors[index].clone()
