@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from datasets import voc
 from datasets.sampler import GlobalBatchSampler
-from net.resnet_cam import Net, save_checkpoint, vwe_losses
+from net.resnet_cam import Net, save_checkpoint
 from tools import distributed
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
@@ -62,9 +62,11 @@ def configure_determinism(seed, deterministic):
 
 
 def compute_gradients(model, scaler, images, labels, autocast_dtype):
-    """Forward, the VWE losses and backward (scaled for fp16) -> the detached losses {cls, hist, word}."""
+    """Forward, the model's losses and backward (scaled for fp16) -> the detached losses
+    ({cls, hist, word} for VWE; VWL-L adds decov, VWL-M has no hist)."""
+    net = getattr(model, "module", model)  # the network inside DistributedDataParallel
     with autocast(images.device, autocast_dtype):
-        losses = vwe_losses(model(images), labels)
+        losses = net.training_losses(model(images), labels)
     scaler.scale(sum(losses.values())).backward()
     return {name: loss.detach() for name, loss in losses.items()}
 
@@ -255,6 +257,7 @@ def train(ctx, config_dict, resume="auto"):
                         raise NonFiniteLoss(step + 1, losses, last_path)
                     scaler.step(optimizer)
                     scaler.update()
+                    model.update_codebook(distributed.all_reduce_sum, distributed.broadcast_tensor)  # VWL-M
                     step += 1
 
                     toc = time.perf_counter()

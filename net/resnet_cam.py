@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from net.pooling import POOLS
 from net.resnet import FEATURE_DIM, build_resnet
-from net.vwe import VisualWordEncoder, word_histogram, word_targets
+from net.vwe import MemoryBankCodebook, VisualWordEncoder, decorrelation_loss, word_histogram, word_targets
+
+CODEBOOKS = ("learned", "memory_bank")
 from tools.errors import UserError
 from tools.io import atomic_open
 
@@ -23,20 +25,30 @@ class Net(nn.Module):
 
     def __init__(self, backbone="resnet50", n_classes=20, k_words=256, pretrained=False,
                  pool="hspp", vwe=True, detach_stage2=True, hspp_gamma=2.0, hspp_levels=(1, 2, 4),
-                 freeze_bn=True):
+                 freeze_bn=True, codebook="learned", decov_weight=0.0, memory_rho=1e-3):
         super().__init__()
         if pool not in POOLS:
             raise UserError(f"model.pool: unknown pooling {pool!r}; choose one of {sorted(POOLS)}")
+        if codebook not in CODEBOOKS:
+            raise UserError(f"model.codebook: unknown codebook {codebook!r}; choose one of {', '.join(CODEBOOKS)}")
+        if decov_weight and codebook != "learned":
+            raise UserError("model.decov_weight applies to the learned codebook; set it to 0 with model.codebook=memory_bank")
         self.n_classes, self.k_words = n_classes, k_words
+        self.codebook_kind, self.decov_weight = codebook, decov_weight
         self.pool_name, self.use_vwe, self.detach_stage2 = pool, vwe, detach_stage2
         self.pool_kwargs = {"gamma": hspp_gamma, "levels": tuple(hspp_levels)} if pool == "hspp" else {}
 
         self.backbone = build_resnet(backbone, pretrained, freeze_bn)
         self.classifier = nn.Conv2d(FEATURE_DIM, n_classes, 1, bias=False)
         if vwe:
-            self.word_encoder = VisualWordEncoder(k_words, FEATURE_DIM)
+            if codebook == "learned":
+                self.word_encoder = VisualWordEncoder(k_words, FEATURE_DIM)
+            else:
+                self.word_encoder = MemoryBankCodebook(k_words, FEATURE_DIM, memory_rho)
             self.hist_classifier = nn.Conv2d(k_words, n_classes, 1, bias=False)
             self.word_classifier = nn.Conv2d(FEATURE_DIM, k_words, 1, bias=False)
+            if codebook == "memory_bank":
+                self.hist_classifier.requires_grad_(False)  # VWL-M does not train the histogram branch
 
         # The stem is fully frozen. With stage2 detached, stage1 and stage2 never receive a
         # gradient; marking them frozen says so and keeps them out of DDP's gradient buckets.
@@ -53,7 +65,8 @@ class Net(nn.Module):
                    pretrained=model_cfg.pretrained if pretrained is None else pretrained,
                    pool=model_cfg.pool, vwe=model_cfg.vwe, detach_stage2=model_cfg.detach_stage2,
                    hspp_gamma=model_cfg.hspp_gamma, hspp_levels=model_cfg.hspp_levels,
-                   freeze_bn=model_cfg.freeze_bn)
+                   freeze_bn=model_cfg.freeze_bn, codebook=model_cfg.get("codebook", "learned"),
+                   decov_weight=model_cfg.get("decov_weight", 0.0), memory_rho=model_cfg.get("memory_rho", 1e-3))
 
     def features(self, images):
         resnet = self.backbone
@@ -80,6 +93,21 @@ class Net(nn.Module):
         hist_logits = self.hist_classifier(word_histogram(assignment)[:, :, None, None]).flatten(1)
         word_logits = self.word_classifier(features.mean(dim=(2, 3), keepdim=True)).flatten(1)
         return cls_logits, hist_logits, word_logits, word_targets(assignment)
+
+    def training_losses(self, outputs, labels):
+        """The losses this model trains with: vwe_losses, minus the histogram loss for the memory bank
+        (VWL-M), plus the weighted codebook decorrelation loss (VWL-L)."""
+        losses = vwe_losses(outputs, labels)
+        if self.use_vwe and self.codebook_kind == "memory_bank":
+            del losses["hist"]
+        if self.use_vwe and self.decov_weight:
+            losses["decov"] = self.decov_weight * decorrelation_loss(self.word_encoder.codebook)
+        return losses
+
+    def update_codebook(self, all_reduce_sum=lambda tensor: tensor, broadcast=lambda tensor: tensor):
+        """After an optimizer step: the memory bank's update (nothing for a learned codebook)."""
+        if self.use_vwe and self.codebook_kind == "memory_bank":
+            self.word_encoder.update(all_reduce_sum, broadcast)
 
     def param_groups(self):
         """(backbone parameters, new-layer parameters), trainable ones only; new layers get 10x lr."""

@@ -88,3 +88,44 @@ def sample_codebook(features: torch.Tensor, k_words: int, generator: torch.Gener
     vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
     index = torch.randint(len(vectors), (k_words,), generator=generator, device="cpu").to(vectors.device)
     return vectors[index].clone()
+
+
+class MemoryBankCodebook(nn.Module):
+    """VWL-M's codebook: a buffer the optimizer never sees, set on the first training step to K random
+    feature vectors of the batch, then after every step moved towards the mean feature each word won.
+
+    forward() (in training) keeps the batch's features and argmax words for update(), which the
+    training loop calls after the optimizer step; with several processes it passes an all-reduce
+    (sums and counts of every process) and a broadcast (rank 0's first codebook), so that every
+    replica holds the same codebook.
+    """
+
+    def __init__(self, k_words: int = 256, feature_dim: int = 2048, rho: float = 1e-3):
+        super().__init__()
+        self.k_words, self.rho = k_words, rho
+        self.register_buffer("codebook", torch.empty(k_words, feature_dim))
+        self.register_buffer("initialised", torch.tensor(False))
+        nn.init.kaiming_normal_(self.codebook, a=math.sqrt(5))  # used by the first forward only
+        self._batch = None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        assignment = soft_word_assignment(features, self.codebook)
+        if self.training:
+            self._batch = (features.detach(), assignment.detach().argmax(dim=1))
+        return assignment
+
+    @torch.no_grad()
+    def update(self, all_reduce_sum=lambda tensor: tensor, broadcast=lambda tensor: tensor, generator=None):
+        """Apply this step's update (the first step: the initial draw) from the last training forward."""
+        if self._batch is None:
+            raise RuntimeError("MemoryBankCodebook.update() needs a training forward first")
+        features, words = self._batch
+        self._batch = None
+        sums, counts = features_per_word(features, words, self.k_words)
+        sums, counts = all_reduce_sum(sums), all_reduce_sum(counts)
+        if bool(self.initialised):
+            new_codebook = ema_codebook(self.codebook, sums, counts, self.rho)
+        else:
+            new_codebook = broadcast(sample_codebook(features, self.k_words, generator))
+        self.codebook.copy_(new_codebook)
+        self.initialised.fill_(True)

@@ -64,3 +64,113 @@ def test_first_codebook_is_drawn_from_the_features_without_gradient():
     vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, 4)
     assert codebook.shape == (10, 4) and not codebook.requires_grad
     assert all(any(torch.equal(row, vector) for vector in vectors) for row in codebook)
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory-bank codebook in the network, under DDP, in checkpoints and through train_cam.py
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from datasets import synthetic  # noqa: E402
+from net.resnet_cam import Net, load_checkpoint, save_checkpoint  # noqa: E402
+from net.vwe import MemoryBankCodebook  # noqa: E402
+from tools import distributed  # noqa: E402
+
+
+def test_memory_bank_first_step_draws_features_then_moves_by_ema():
+    bank = MemoryBankCodebook(k_words=6, feature_dim=4, rho=0.5).train()
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randn(2, 4, 3, 3, generator=generator)
+    bank(first)
+    bank.update()
+    vectors = first.permute(0, 2, 3, 1).reshape(-1, 4)
+    assert bool(bank.initialised) and all(any(torch.equal(row, v) for v in vectors) for row in bank.codebook)
+
+    before = bank.codebook.clone()
+    second = torch.randn(2, 4, 3, 3, generator=generator)
+    words = bank(second).argmax(dim=1)
+    bank.update()
+    expected = ema_codebook(before, *features_per_word(second, words, 6), rho=0.5)
+    torch.testing.assert_close(bank.codebook, expected)
+    with pytest.raises(RuntimeError, match="needs a training forward"):
+        bank.update()
+
+
+def test_memory_bank_network_trains_no_histogram_and_saves_its_bank(tmp_path):
+    torch.manual_seed(0)
+    net = Net(k_words=8, pretrained=False, freeze_bn=False, codebook="memory_bank", detach_stage2=False).train()
+    assert not any(p.requires_grad for p in net.hist_classifier.parameters())
+    assert "word_encoder.codebook" not in dict(net.named_parameters())  # never seen by the optimizer
+    losses = net.training_losses(net(torch.randn(2, 3, 48, 48)), torch.eye(20)[:2])
+    assert set(losses) == {"cls", "word"}
+    sum(losses.values()).backward()
+    net.update_codebook()
+    assert bool(net.word_encoder.initialised)
+
+    save_checkpoint(tmp_path / "bank.pth", net, {"model": {}})
+    fresh = Net(k_words=8, pretrained=False, codebook="memory_bank")
+    load_checkpoint(fresh, tmp_path / "bank.pth")
+    assert torch.equal(fresh.word_encoder.codebook, net.word_encoder.codebook) and bool(fresh.word_encoder.initialised)
+
+
+def test_learned_codebook_with_decorrelation_loss():
+    torch.manual_seed(0)
+    net = Net(k_words=8, pretrained=False, freeze_bn=False, decov_weight=2.0).train()
+    losses = net.training_losses(net(torch.randn(2, 3, 48, 48)), torch.eye(20)[:2])
+    assert set(losses) == {"cls", "hist", "word", "decov"}
+    torch.testing.assert_close(losses["decov"], 2.0 * decorrelation_loss(net.word_encoder.codebook))
+    with pytest.raises(Exception, match="model.decov_weight applies to the learned codebook"):
+        Net(k_words=8, pretrained=False, codebook="memory_bank", decov_weight=1.0)
+
+
+def _bank_steps(ctx, halves, out_dir):
+    """Two memory-bank steps on this rank's half of each batch, with the all-reduce and broadcast of training."""
+    bank = MemoryBankCodebook(k_words=5, feature_dim=3, rho=0.25).train()
+    torch.manual_seed(ctx.rank)  # different draws per rank: the broadcast must make them agree
+    for batch in halves:
+        bank(batch[ctx.rank])
+        if bool(bank.initialised):
+            torch.save(bank.codebook.clone(), os.path.join(out_dir, f"before{ctx.rank}.pt"))
+        bank.update(distributed.all_reduce_sum, distributed.broadcast_tensor)
+    torch.save(bank.codebook, os.path.join(out_dir, f"rank{ctx.rank}.pt"))
+
+
+def test_all_reduced_update_equals_the_single_process_update_on_the_whole_batch(tmp_path):
+    generator = torch.Generator().manual_seed(3)
+    batches = [torch.randn(4, 3, 2, 2, generator=generator) for _ in range(2)]
+    halves = [(batch[:2], batch[2:]) for batch in batches]
+    distributed.spawn(_bank_steps, 2, "cpu", halves, str(tmp_path))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert torch.equal(rank0, rank1)  # every replica holds the same codebook
+
+    single = MemoryBankCodebook(k_words=5, feature_dim=3, rho=0.25).train()
+    single.codebook.copy_(torch.load(tmp_path / "before0.pt"))  # the shared codebook after the first step
+    single.initialised.fill_(True)
+    single(batches[1])
+    single.update()
+    torch.testing.assert_close(rank0, single.codebook)
+
+
+def test_vwl_variants_train_through_the_script(repo_root, tmp_path):
+    data = tmp_path / "voc"
+    synthetic.generate(str(data), n_train_aug=8, n_train=2, n_val=2, min_size=40, max_size=48, seed=1)
+    common = [sys.executable, "train_cam.py", "--config", "configs/synthetic.yaml", "--gpu", "cpu",
+              f"dataset.root_dir={data}", "dataset.synthetic=null", "model.k_words=8", "train.batch_size=4",
+              "train.max_epochs=1", "train.crop_size=32", "train.resize_long=[32,48]", "val.crop_size=32"]
+    for name, extra, expected in (("vwl_m", ["model.codebook=memory_bank", "model.detach_stage2=false"], {"cls", "word"}),
+                                  ("vwl_l", ["model.decov_weight=1.0"], {"cls", "hist", "word", "decov"})):
+        work = tmp_path / name
+        result = subprocess.run([*common, f"exp.work_dir={work}", *extra], cwd=repo_root, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        steps = [json.loads(line) for line in open(work / "train_log.jsonl") if "loss_cls" in line]
+        assert {key[5:] for key in steps[0] if key.startswith("loss_")} == expected
+        assert all(np.isfinite(value) for step in steps for key, value in step.items() if key.startswith("loss_"))
+        state = torch.load(work / "checkpoints/final.pth", weights_only=True)["model"]
+        if name == "vwl_m":
+            assert bool(state["word_encoder.initialised"])

@@ -163,6 +163,13 @@ def all_reduce_sum(tensor):
     return tensor
 
 
+def broadcast_tensor(tensor, src=0):
+    """Rank `src`'s tensor on every process, in place; returns it."""
+    if dist.is_initialized():
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
 def all_gather_objects(value):
     """[value of rank 0, value of rank 1, ...]; [value] in a single process."""
     if not dist.is_initialized():
