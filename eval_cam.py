@@ -21,7 +21,7 @@ from datasets import voc
 from tools.cam import load_cam_file
 from tools.cli import build_parser, parse_config, run_main
 from tools.errors import UserError
-from tools.io import atomic_open, save_json
+from tools.io import atomic_open, missing_files, save_json
 from tools.parallel import imap_unordered, worker_count
 from tools.metrics import N_SEG_CLASSES, format_table, label_confusion, scores, sweep_confusions, sweep_grid
 
@@ -46,10 +46,6 @@ def bkgscore_thresholds(bkgscore, sweep):
     if not values or not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
         raise UserError(f"cam.bkgscore must be a number or a non-empty list of numbers, got {bkgscore!r}")
     return sorted({float(value) for value in values})
-
-
-def missing_files(names, folder, suffix):
-    return [name for name in names if not os.path.isfile(os.path.join(folder, name + suffix))]
 
 
 # ---------------------------------------------------------------------------------------------

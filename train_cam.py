@@ -38,7 +38,6 @@ def prepare_dataset(cfg):
         from datasets import synthetic
 
         synthetic.ensure_dataset(cfg.dataset.root_dir, **params)
-    voc.check_voc_root(cfg.dataset.root_dir)
 
 
 def classification_dataset(cfg, split_path, cls_labels, train):
@@ -154,10 +153,9 @@ class StoppedBySignal(SystemExit):
 
 
 class NonFiniteLoss(UserError):
-    def __init__(self, step, losses, last_path):
+    def __init__(self, step, losses, last_path, saved_step):
         values = ", ".join(f"loss_{name}={value}" for name, value in losses.items())
-        if os.path.isfile(last_path):
-            saved_step = torch.load(last_path, map_location="cpu", weights_only=True, mmap=True)["step"]
+        if saved_step is not None:
             kept = f"the last good checkpoint is {last_path} (step {saved_step})"
         else:
             kept = "no checkpoint was saved yet"
@@ -214,10 +212,11 @@ def train(ctx, config_dict, resume="auto"):
 
     last_path = os.path.join(work_dir, "checkpoints", "last.pth")
     start = resume_state(resume, last_path, config_dict, final_path=cfg.exp.checkpoint)
-    step = 0
+    step, saved_step = 0, None  # saved_step: the step of the checkpoint at last_path, if this run has one
     if start is not None:
         resumed_from, state = start
         step = restore_training_state(state, model, optimizer, scaler, ctx)
+        saved_step = step if resumed_from == last_path else None
         if ctx.is_main:
             print(f"resuming {resumed_from} at step {step} of {max_step}")
     if step >= max_step:
@@ -231,9 +230,11 @@ def train(ctx, config_dict, resume="auto"):
         if ctx.distributed else model
 
     def save_state(path):
+        nonlocal saved_step
         states = distributed.all_gather_objects(rng_state())  # a collective: every rank calls it
         if ctx.is_main:
             save_training_state(path, model, optimizer, scaler, config_dict, step, step // steps_per_epoch, states)
+        saved_step = step
 
     log = TrainLog(work_dir, ctx.is_main, cfg.train.tensorboard, start_step=step)
     if ctx.is_main:
@@ -254,7 +255,7 @@ def train(ctx, config_dict, resume="auto"):
                     losses, stopping = mean_over_processes(
                         compute_gradients(trained, scaler, images, labels, autocast_dtype), stop.requested)
                     if not all(math.isfinite(value) for value in losses.values()):
-                        raise NonFiniteLoss(step + 1, losses, last_path)
+                        raise NonFiniteLoss(step + 1, losses, last_path, saved_step)
                     scaler.step(optimizer)
                     scaler.update()
                     model.update_codebook(distributed.all_reduce_sum, distributed.broadcast_tensor)  # VWL-M

@@ -179,15 +179,6 @@ def all_gather_objects(value):
     return gathered
 
 
-def broadcast_object(value, src=0):
-    """Rank `src`'s value on every process."""
-    if not dist.is_initialized():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=src)
-    return holder[0]
-
-
 def split_batch(global_batch, world_size, key="train.batch_size"):
     """The per-process share of a global batch; it must divide evenly."""
     if global_batch % world_size:

@@ -39,6 +39,11 @@ def _new_file_mode():
     return 0o666 & ~umask
 
 
+def missing_files(names, folder, suffix):
+    """The names among `names` that have no file <folder>/<name><suffix>."""
+    return [name for name in names if not os.path.isfile(os.path.join(folder, name + suffix))]
+
+
 def save_npy(path, value, allow_pickle=False):
     """np.save, atomically. Pickled objects (e.g. the CAM dict) need allow_pickle=True."""
     with atomic_open(path, "wb") as handle:

@@ -31,7 +31,7 @@ from tools.cam import CAM_SETTINGS_FILE, load_cam_file  # noqa: E402
 from tools.cli import build_parser, parse_config, run_main  # noqa: E402
 from tools.crf import check_crf_params, crf_label  # noqa: E402
 from tools.errors import UserError  # noqa: E402
-from tools.io import save_image, save_json, settings_changes  # noqa: E402
+from tools.io import missing_files, save_image, save_json, settings_changes  # noqa: E402
 from tools.metrics import cam_to_label  # noqa: E402
 from tools.parallel import imap_unordered, worker_count  # noqa: E402
 
@@ -111,10 +111,6 @@ def decodes(reader, path):
         return False
 
 
-def missing_cam_files(cam_dir, names):
-    return [name for name in names if not os.path.isfile(cam_path(cam_dir, name))]
-
-
 def label_settings(cam_dir, bkgscore, crf_params, overlay_dir):
     """What the label files depend on: the CAM folder and the settings that made it, bkgscore, the CRF."""
     cam_manifest = os.path.join(cam_dir, CAM_SETTINGS_FILE)
@@ -185,7 +181,7 @@ def make_pseudo_labels(cfg):
     num_workers = worker_count(cfg.labels.num_workers, "labels.num_workers")
     names = voc.read_name_list(cfg.cam.split)
     cam_dir, label_dir, overlay_dir = cfg.exp.cam_dir, cfg.labels.dir, cfg.labels.overlay_dir
-    missing = missing_cam_files(cam_dir, names)
+    missing = missing_files(names, cam_dir, ".npy")
     if missing:
         raise UserError(f"{len(missing)} of {len(names)} CAM files are missing from {cam_dir} "
                         f"(e.g. {', '.join(missing[:3])}); run infer_cam.py first")

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from net.resnet_cam import save_checkpoint
+from tools.config import Config
 from tools.errors import UserError
 
 # Settings that change the trained weights. A checkpoint is resumed only under the same values;
@@ -44,14 +45,6 @@ def _as_tuples(value):
     return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _lookup(data, dotted):
-    for part in dotted.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
 def _flatten(value, prefix):
     if isinstance(value, dict):
         for key, child in value.items():
@@ -64,8 +57,8 @@ def config_differences(saved, current, keys=RESULT_KEYS):
     """['train.max_epochs: 5 -> 6', ...] for the result-changing settings that differ between two config dicts."""
     differences = []
     for key in keys:
-        old = dict(_flatten(_lookup(saved, key), key))
-        new = dict(_flatten(_lookup(current, key), key))
+        old = dict(_flatten(Config(saved).get(key), key))
+        new = dict(_flatten(Config(current).get(key), key))
         for name in sorted(set(old) | set(new)):
             if old.get(name) != new.get(name):
                 differences.append(f"{name}: {old.get(name)!r} -> {new.get(name)!r}")
