@@ -1,7 +1,9 @@
 """The VWE classification network (ResNet + HSPP + visual-word encoder) and its checkpoints."""
 import os
 import re
+import sys
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -9,10 +11,10 @@ import torch.nn.functional as F
 from net.pooling import POOLS
 from net.resnet import FEATURE_DIM, build_resnet
 from net.vwe import MemoryBankCodebook, VisualWordEncoder, decorrelation_loss, word_histogram, word_targets
-
-CODEBOOKS = ("learned", "memory_bank")
 from tools.errors import UserError
 from tools.io import atomic_open
+
+CODEBOOKS = ("learned", "memory_bank")
 
 
 class Net(nn.Module):
@@ -141,12 +143,11 @@ def save_checkpoint(path, model, config, **extra):
 
 # The authors' code registers the same modules under several names (resnet.*, stage1-4.*,
 # backbone.*, newly_added.*), so their state dicts hold each tensor up to three times.
+# newly_added is [classifier, VWE, fc_a, fc_b] in VWE and VWL-L, [classifier, fc_a, fc_b] in
+# VWL-M, whose codebook is not a module but a tensor saved beside the weights.
+_NEWLY_ADDED = {"learned": ("classifier", "VWE", "fc_a", "fc_b"), "memory_bank": ("classifier", "fc_a", "fc_b")}
 _AUTHORS_ALIASES = [
     (r"^backbone\.(\d)\.", lambda m: f"stage{int(m.group(1)) + 1}."),
-    (r"^newly_added\.0\.", lambda m: "classifier."),
-    (r"^newly_added\.1\.", lambda m: "VWE."),
-    (r"^newly_added\.2\.", lambda m: "fc_a."),
-    (r"^newly_added\.3\.", lambda m: "fc_b."),
     (r"^stage1\.0\.", lambda m: "resnet.conv1."),
     (r"^stage1\.1\.", lambda m: "resnet.bn1."),
     (r"^stage1\.4\.", lambda m: "resnet.layer1."),
@@ -156,18 +157,28 @@ _AUTHORS_ALIASES = [
     (r"^fc_b\.", lambda m: "word_classifier."),
     (r"^VWE\.centroid$", lambda m: "word_encoder.codebook"),
 ]
+_MEMORY_BANK_STATE = ("word_encoder.codebook", "word_encoder.initialised")
 
 
 def _is_authors_format(state_dict):
     return any(key.startswith(("resnet.", "stage1.", "VWE.", "newly_added.")) for key in state_dict)
 
 
-def convert_authors_state_dict(state_dict):
+def authors_codebook_kind(state_dict):
+    """'learned' (VWE, VWL-L: a VWE.centroid parameter) or 'memory_bank' (VWL-M: no codebook tensor)."""
+    has_centroid = any(key.endswith("centroid") for key in state_dict)
+    has_word_head = "fc_b.weight" in state_dict or "newly_added.2.weight" in state_dict
+    return "memory_bank" if has_word_head and not has_centroid else "learned"
+
+
+def convert_authors_state_dict(state_dict, codebook_kind="learned"):
     """Map a state dict saved by the authors' code to this project's names (aliases merged)."""
+    newly_added = _NEWLY_ADDED[codebook_kind]
+    aliases = [(rf"^newly_added\.{index}\.", lambda m, name=name: f"{name}.") for index, name in enumerate(newly_added)]
     converted = {}
     for key, tensor in state_dict.items():
         name = key
-        for pattern, replacement in _AUTHORS_ALIASES:  # applied in order: aliases reduce to canonical names
+        for pattern, replacement in aliases + _AUTHORS_ALIASES:  # in order: aliases reduce to canonical names
             name = re.sub(pattern, replacement, name)
         if name == "word_encoder.codebook" and tensor.dim() == 4:
             tensor = tensor.flatten(1)  # their (K, D, 1, 1) conv weight is our (K, D) codebook
@@ -177,12 +188,36 @@ def convert_authors_state_dict(state_dict):
     return converted
 
 
+def authors_codebook_path(path):
+    """Where the authors' VWL-M training saves the codebook of `<name>.pth`: `<name>_codebook.npy`."""
+    return os.path.splitext(os.fspath(path))[0] + "_codebook.npy"
+
+
+def _read_authors_codebook(path, k_words):
+    """The authors' VWL-M codebook file as our memory-bank buffers, or {} when there is none."""
+    codebook_path = authors_codebook_path(path)
+    if not os.path.isfile(codebook_path):
+        return {}
+    try:
+        codebook = np.load(codebook_path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise UserError(f"codebook {codebook_path} is not a readable .npy file ({error}); "
+                        f"remove it or restore the one saved with {path}") from None
+    if codebook.shape != (k_words, FEATURE_DIM):
+        raise UserError(f"codebook {codebook_path} has shape {codebook.shape}, but {path} has {k_words} "
+                        f"words: expected ({k_words}, {FEATURE_DIM}); is it the codebook of another run?")
+    return {"word_encoder.codebook": torch.from_numpy(codebook).float(), "word_encoder.initialised": torch.tensor(True)}
+
+
 def _strip_prefix(state_dict, prefix="module."):
     return {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state_dict.items()}
 
 
 def read_checkpoint(path):
-    """Load a checkpoint file (ours or the authors') -> (state dict in our names, config dict or None)."""
+    """Load a checkpoint file (ours or the authors') -> (state dict in our names, config dict or None).
+
+    For the authors' VWL-M weights the codebook comes from `<name>_codebook.npy` beside the file;
+    without it the state dict has no memory-bank entries (CAMs do not need them)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} does not exist; train first (train_cam.py) or set exp.checkpoint")
@@ -200,8 +235,40 @@ def read_checkpoint(path):
                         f"or a state dict saved by the authors' code")
     state_dict = _strip_prefix(state_dict)
     if _is_authors_format(state_dict):
-        state_dict = convert_authors_state_dict(state_dict)
+        codebook_kind = authors_codebook_kind(state_dict)
+        state_dict = convert_authors_state_dict(state_dict, codebook_kind)
+        if codebook_kind == "memory_bank":
+            state_dict.update(_read_authors_codebook(path, state_dict["word_classifier.weight"].shape[0]))
     return state_dict, config
+
+
+_RESNET_BY_LAYER3_BLOCKS = {6: "resnet50", 23: "resnet101"}
+
+
+def _describe(state_dict):
+    """The model settings a state dict (our names) was saved with, as far as its tensors tell."""
+    layer3_blocks = {key.split(".")[2] for key in state_dict if key.startswith("backbone.layer3.")}
+    settings = {"model.backbone": _RESNET_BY_LAYER3_BLOCKS.get(len(layer3_blocks))}
+    if "word_classifier.weight" not in state_dict:
+        settings["model.vwe"] = False
+        return settings
+    settings["model.vwe"] = True
+    settings["model.k_words"] = state_dict["word_classifier.weight"].shape[0]
+    if "word_encoder.initialised" in state_dict or "word_encoder.codebook" not in state_dict:
+        settings["model.codebook"] = "memory_bank"  # ours, or the authors' VWL-M (no codebook tensor)
+    else:
+        settings["model.codebook"] = "learned"
+    return settings
+
+
+def _settings_hint(file_state, model_state):
+    """'set model.backbone=resnet101, ...': the settings under which the model would fit the file."""
+    in_file, in_model = _describe(file_state), _describe(model_state)
+    changes = [f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+               for key, value in in_file.items() if value is not None and in_model.get(key) != value]
+    if not changes:
+        return "check model.backbone, model.k_words, model.vwe and model.codebook"
+    return "the file was saved with " + ", ".join(changes) + "; set those in the config"
 
 
 def load_checkpoint(model, path):
@@ -209,6 +276,12 @@ def load_checkpoint(model, path):
     state_dict, config = read_checkpoint(path)
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
+    codebook_absent = getattr(model, "codebook_kind", None) == "memory_bank" and missing == list(_MEMORY_BANK_STATE)
+    if codebook_absent:
+        # the authors' VWL-M weights without their codebook file: the CAMs do not need it
+        missing = []
+        print(f"note: {path} comes without a codebook ({authors_codebook_path(path)} is not there); "
+              f"CAMs do not use it, and training from these weights would draw a new one", file=sys.stderr)
     unexpected = [key for key in state_dict if key not in expected]
     mis_shaped = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(tensor.shape)}"
                   for key, tensor in expected.items() if key in state_dict and state_dict[key].shape != tensor.shape]
@@ -217,7 +290,7 @@ def load_checkpoint(model, path):
         if names:
             problems.append(f"{label}: {', '.join(names[:4])}" + (f" and {len(names) - 4} more" if len(names) > 4 else ""))
     if problems:
-        raise UserError(f"checkpoint {path} does not fit the model (check model.backbone, model.k_words, "
-                        f"model.vwe): " + "; ".join(problems))
-    model.load_state_dict(state_dict, strict=True)
+        raise UserError(f"checkpoint {path} does not fit the model ({'; '.join(problems)}); "
+                        f"{_settings_hint(state_dict, expected)}")
+    model.load_state_dict(state_dict, strict=not codebook_absent)
     return config

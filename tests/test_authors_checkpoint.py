@@ -41,13 +41,22 @@ class RefFixedBN(nn.BatchNorm2d):
         return x * scale[None, :, None, None] + shift[None, :, None, None]
 
 
-def ref_hspp(x):
-    """(2 * GAP + sum_l GAP(maxpool(kernel=(h // l, w // l)))) / 5, as the authors write it."""
+def ref_hspp(x, gamma=2):
+    """(gamma * GAP + sum_l GAP(maxpool(kernel=(h // l, w // l)))) / (gamma + 3), as the authors write it."""
     h, w = x.shape[-2:]
-    out = 2 * F.adaptive_avg_pool2d(x, 1)
+    out = gamma * F.adaptive_avg_pool2d(x, 1)
     for level in (1, 2, 4):
         out = out + F.adaptive_avg_pool2d(F.max_pool2d(x, kernel_size=(h // level, w // level)), 1)
-    return out / 5
+    return out / (gamma + 3)
+
+
+def ref_words(x, centroid):
+    """Soft assignment of the detached, normalised features to the normalised (K, D, 1, 1) centroids."""
+    xn = F.normalize(x, dim=1).detach()
+    cn = F.normalize(centroid, dim=1)
+    corr = F.softmax(F.conv2d(xn, cn), dim=1)
+    y_word = F.one_hot(corr.argmax(dim=1), corr.shape[1]).sum(dim=(1, 2)).gt(0).float()
+    return corr, y_word
 
 
 class RefVWE(nn.Module):
@@ -56,17 +65,17 @@ class RefVWE(nn.Module):
         self.centroid = nn.Parameter(torch.randn(k_words, 2048, 1, 1))
 
     def forward(self, x):
-        xn = F.normalize(x, dim=1).detach()
-        cn = F.normalize(self.centroid, dim=1)
-        corr = F.softmax(F.conv2d(xn, cn), dim=1)
-        y_word = F.one_hot(corr.argmax(dim=1), corr.shape[1]).sum(dim=(1, 2)).gt(0).float()
-        return corr, y_word
+        return ref_words(x, self.centroid)
 
 
 class RefNet(nn.Module):
-    def __init__(self, k_words):
+    """The authors' network. memory_bank=True is their VWL-M file: no VWE module (newly_added is
+    classifier, fc_a, fc_b) and forward() takes the (K, D) codebook as an argument."""
+
+    def __init__(self, k_words, backbone="resnet50", memory_bank=False, hspp_gamma=2):
         super().__init__()
-        self.resnet = torchvision.models.resnet50(weights=None, norm_layer=RefFixedBN)
+        self.memory_bank, self.hspp_gamma = memory_bank, hspp_gamma
+        self.resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=RefFixedBN)
         self.resnet.layer4[0].conv2.stride = (1, 1)
         self.resnet.layer4[0].downsample[0].stride = (1, 1)
         del self.resnet.fc, self.resnet.avgpool
@@ -76,11 +85,13 @@ class RefNet(nn.Module):
         self.stage3 = nn.Sequential(r.layer3)
         self.stage4 = nn.Sequential(r.layer4)
         self.classifier = nn.Conv2d(2048, N_CLASSES, 1, bias=False)
-        self.VWE = RefVWE(k_words)
+        if not memory_bank:
+            self.VWE = RefVWE(k_words)
         self.fc_a = nn.Conv2d(k_words, N_CLASSES, 1, bias=False)
         self.fc_b = nn.Conv2d(2048, k_words, 1, bias=False)
         self.backbone = nn.ModuleList([self.stage1, self.stage2, self.stage3, self.stage4])
-        self.newly_added = nn.ModuleList([self.classifier, self.VWE, self.fc_a, self.fc_b])
+        heads = [self.classifier, self.fc_a, self.fc_b] if memory_bank else [self.classifier, self.VWE, self.fc_a, self.fc_b]
+        self.newly_added = nn.ModuleList(heads)
 
     def features(self, x):
         x2 = self.stage2(self.stage1(x)).detach()
@@ -89,21 +100,24 @@ class RefNet(nn.Module):
     def cams(self, x):
         return F.relu(F.conv2d(self.features(x), self.classifier.weight))
 
-    def forward(self, x, return_cam=False):
+    def forward(self, x, return_cam=False, codebook=None):
         x4 = self.features(x)
-        logits = self.classifier(ref_hspp(x4)).view(x4.shape[0], -1)
+        logits = self.classifier(ref_hspp(x4, self.hspp_gamma)).view(x4.shape[0], -1)
         if return_cam:
             return logits, F.relu(F.conv2d(x4, self.classifier.weight))
-        corr, y_word = self.VWE(x4)
+        if self.memory_bank:
+            corr, y_word = ref_words(x4, codebook[:, :, None, None].to(x4.dtype))
+        else:
+            corr, y_word = self.VWE(x4)
         hist = self.fc_a(corr.sum(dim=(2, 3), keepdim=True)).view(x4.shape[0], -1)
         word = self.fc_b(F.adaptive_avg_pool2d(x4, 1)).view(x4.shape[0], -1)
         return logits, hist, word, y_word
 
 
-def randomised_reference(k_words=K, seed=SEED):
+def randomised_reference(k_words=K, seed=SEED, **layout):
     """A reference network whose every parameter and BatchNorm statistic is random (nothing identity)."""
     torch.manual_seed(seed)
-    ref = RefNet(k_words)
+    ref = RefNet(k_words, **layout)
     with torch.no_grad():
         for name, module in ref.resnet.named_modules():
             # convolutions keep torchvision's random (kaiming) initialisation
@@ -117,7 +131,8 @@ def randomised_reference(k_words=K, seed=SEED):
                 module.num_batches_tracked.fill_(int(torch.randint(1, 10_000, ())))
         for conv in (ref.classifier, ref.fc_a, ref.fc_b):
             conv.weight.normal_(0.0, 1.0 / math.sqrt(conv.in_channels))
-        ref.VWE.centroid.normal_()
+        if not ref.memory_bank:
+            ref.VWE.centroid.normal_()
     return ref.eval()
 
 
@@ -376,3 +391,110 @@ def test_checkpoint_without_module_prefix_loads(reference, loaded, spare_net, tm
     assert actual.keys() == expected.keys()
     for key, value in actual.items():
         assert torch.equal(value, expected[key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The authors' VWL code (IJCV 2022): ResNet-101, VWL-L and VWL-M layouts
+
+def _outputs_match(ref, ours, codebook=None, seed=5):
+    """Forward outputs (and CAMs) of the reference and of our model agree in float64."""
+    ref, ours = copy.deepcopy(ref).double().eval(), copy.deepcopy(ours).double().eval()
+    x = _image(seed=seed)
+    with torch.no_grad():
+        expected = ref(x, codebook=codebook.double()) if codebook is not None else ref(x)
+        actual = ours(x)
+        expected_cam, actual_cam = ref(x, return_cam=True), ours(x, return_cam=True)
+    for a, e in zip(actual[:3], expected[:3]):
+        assert_close(a, e)
+    assert torch.equal(actual[3].double(), expected[3].double())
+    assert expected[0].std() > 1e-4 and expected[3].sum() >= 2  # not degenerate
+    for a, e in zip(actual_cam, expected_cam):
+        assert_close(a, e)
+
+
+@pytest.fixture(scope="module")
+def memory_bank_reference():
+    return randomised_reference(backbone="resnet101", memory_bank=True, seed=SEED + 1)
+
+
+@pytest.fixture(scope="module")
+def memory_bank_files(memory_bank_reference, tmp_path_factory):
+    """Saved as their VWL-M training saves an epoch: DataParallel weights, then the codebook next to it
+    under dst_path.replace('.pth', '_codebook.npy')."""
+    folder = tmp_path_factory.mktemp("authors_vwl_m")
+    weights = folder / "res101_cam_ep_5.pth"
+    torch.save(authors_state_dict(memory_bank_reference), weights)
+    codebook = torch.randn(K, 2048, generator=torch.Generator().manual_seed(7))
+    np.save(str(weights).replace(".pth", "_codebook.npy"), codebook)
+    return weights, codebook
+
+
+def _memory_bank_net():
+    return Net(backbone="resnet101", k_words=K, codebook="memory_bank", detach_stage2=False)
+
+
+def test_vwl_m_state_dict_has_no_codebook(memory_bank_reference):
+    state = memory_bank_reference.state_dict()
+    assert not any("centroid" in key for key in state)
+    assert torch.equal(state["newly_added.1.weight"], state["fc_a.weight"])
+    assert torch.equal(state["newly_added.2.weight"], state["fc_b.weight"])
+    assert "resnet.layer3.22.conv3.weight" in state  # ResNet-101: 23 blocks in layer3
+
+
+def test_vwl_m_checkpoint_and_codebook_load(memory_bank_reference, memory_bank_files):
+    weights, codebook = memory_bank_files
+    model = _memory_bank_net()
+    load_checkpoint(model, weights)
+    assert bool(model.word_encoder.initialised)
+    assert torch.equal(model.word_encoder.codebook, codebook)
+    ref = memory_bank_reference.state_dict()
+    ours = model.state_dict()
+    assert torch.equal(ours["hist_classifier.weight"], ref["fc_a.weight"])
+    assert torch.equal(ours["word_classifier.weight"], ref["fc_b.weight"])
+    assert torch.equal(ours["backbone.layer3.22.bn2.running_var"], ref["resnet.layer3.22.bn2.running_var"])
+    _outputs_match(memory_bank_reference, model, codebook=codebook)
+
+
+def test_vwl_m_checkpoint_without_codebook_gives_cams(memory_bank_reference, memory_bank_files, tmp_path, capsys):
+    weights, _ = memory_bank_files
+    alone = tmp_path / "res101_cam.pth"
+    alone.write_bytes(weights.read_bytes())
+    model = _memory_bank_net()
+    load_checkpoint(model, alone)
+    note = capsys.readouterr().err
+    assert "res101_cam_codebook.npy is not there" in note and "CAMs do not use it" in note
+    assert not bool(model.word_encoder.initialised)  # training from here would draw a new codebook
+    ref = copy.deepcopy(memory_bank_reference).double()
+    x = _image(seed=6)
+    with torch.no_grad():
+        expected = ref(x, return_cam=True)
+        actual = copy.deepcopy(model).double().eval()(x, return_cam=True)
+    for a, e in zip(actual, expected):
+        assert_close(a, e)
+    # a learned-codebook model needs the codebook: the error names it
+    with pytest.raises(UserError, match=r"missing: word_encoder\.codebook\).*saved with model\.codebook=memory_bank;"):
+        load_checkpoint(Net(backbone="resnet101", k_words=K), alone)
+
+
+def test_vwl_m_codebook_of_another_run_is_named(memory_bank_files, tmp_path):
+    weights, _ = memory_bank_files
+    copied = tmp_path / "run.pth"
+    copied.write_bytes(weights.read_bytes())
+    np.save(tmp_path / "run_codebook.npy", np.zeros((K + 1, 2048), np.float32))
+    with pytest.raises(UserError, match=r"run_codebook.npy has shape \(9, 2048\).*expected \(8, 2048\)"):
+        load_checkpoint(_memory_bank_net(), copied)
+    (tmp_path / "run_codebook.npy").write_bytes(b"not numpy")
+    with pytest.raises(UserError, match="run_codebook.npy is not a readable .npy file"):
+        load_checkpoint(_memory_bank_net(), copied)
+
+
+def test_vwl_l_resnet101_checkpoint_loads(tmp_path):
+    """Their VWL-L file keeps VWE's module names on a ResNet-101, with the HSPP global-mean weight 0."""
+    ref = randomised_reference(backbone="resnet101", hspp_gamma=0, seed=SEED + 2)
+    path = _save(authors_state_dict(ref), tmp_path / "res101_vwl_l.pth")
+    model = Net(backbone="resnet101", k_words=K, decov_weight=1.0, hspp_gamma=0.0)
+    load_checkpoint(model, path)
+    assert torch.equal(model.word_encoder.codebook, ref.VWE.centroid.detach().flatten(1))
+    _outputs_match(ref, model)
+    with pytest.raises(UserError, match=r"unexpected: backbone\.layer3\.6\..*saved with model\.backbone=resnet101;"):
+        load_checkpoint(Net(backbone="resnet50", k_words=K), path)
