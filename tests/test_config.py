@@ -1,6 +1,14 @@
+import glob
+import os
+import re
+
 import pytest
 
-from tools.config import ConfigError, load_config
+from tools.config import ConfigError, _all_keys, load_config, read_yaml
+from tools.config_schema import SCHEMA
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+VOC = os.path.join(CONFIGS, "voc.yaml")
 
 
 def test_voc_config_has_the_paper_settings():
@@ -42,9 +50,142 @@ def test_unknown_keys_are_named_with_a_suggestion():
 
 def test_base_configs_merge(tmp_path):
     child = tmp_path / "child.yaml"
-    child.write_text("_base_: base.yaml\na:\n  b: 2\n")
-    (tmp_path / "base.yaml").write_text("a:\n  b: 1\n  c: 3\nexp:\n  work_dir: w\n")
+    child.write_text("_base_: base.yaml\ntrain:\n  batch_size: 2\n")
+    (tmp_path / "base.yaml").write_text("train:\n  batch_size: 1\n  max_epochs: 3\nexp:\n  work_dir: w\n")
     cfg = load_config(str(child))
-    assert cfg.a.b == 2 and cfg.a.c == 3 and cfg.get("a.c") == 3 and cfg.get("a.zz") is None
+    assert cfg.train.batch_size == 2 and cfg.train.max_epochs == 3 and cfg.get("train.max_epochs") == 3
+    assert cfg.get("train.seed") is None
     synthetic = load_config("configs/synthetic.yaml")
     assert synthetic.model.pretrained is False and synthetic.model.k_words == 256
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema (tools/config_schema.py)
+
+def write_config(tmp_path, text, name="mine.yaml"):
+    """A config inheriting configs/voc.yaml (an absolute _base_) plus `text`; returns its path."""
+    path = tmp_path / name
+    path.write_text(f"_base_: {VOC}\n{text}")
+    return str(path)
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIGS, "*.yaml"))))
+def test_every_shipped_config_validates(path):
+    load_config(path)
+
+
+def test_every_key_of_the_shipped_configs_has_a_rule():
+    keys = {key for path in glob.glob(os.path.join(CONFIGS, "*.yaml")) for key in _all_keys(read_yaml(path))}
+    assert keys - set(SCHEMA) == set()
+
+
+def test_the_schema_choices_are_the_codes():
+    from net.pooling import POOLS
+    from net.resnet import BACKBONES
+    from net.resnet_cam import CODEBOOKS
+    from tools.precision import AMP_DTYPES
+
+    assert set(SCHEMA["model.backbone"].choices) == set(BACKBONES)
+    assert set(SCHEMA["model.pool"].choices) == set(POOLS)
+    assert set(SCHEMA["model.codebook"].choices) == set(CODEBOOKS)
+    assert set(SCHEMA["train.amp"].choices) == set(AMP_DTYPES) | {False}
+    assert SCHEMA["cam.amp"] is SCHEMA["train.amp"]
+
+
+@pytest.mark.parametrize("text, key, closest", [
+    ("train:\n  batchsize: 8\n", "train.batchsize", "train.batch_size"),
+    ("train:\n  opt:\n    lrr: 0.1\n", "train.opt.lrr", "train.opt.lr"),
+    ("trian:\n  batch_size: 8\n", "trian", "train"),
+    ("labels:\n  crf_params:\n    iteration: 5\n", "labels.crf_params.iteration", "labels.crf_params.iterations"),
+])
+def test_an_unknown_key_in_a_file_names_the_key_the_closest_key_and_the_file(tmp_path, text, key, closest):
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert f"unknown config key {key} " in message and f"did you mean {closest}?" in message and path in message
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("train:\n  batch_size: '16'\n", "train.batch_size", "'16'"),
+    ("train:\n  batch_size: 16.0\n", "train.batch_size", "16.0"),
+    ("model:\n  vwe: 1\n", "model.vwe", "1"),
+    ("cam:\n  scales: 1.0\n", "cam.scales", "1.0"),
+    ("cam:\n  scales: []\n", "cam.scales", "[]"),
+    ("cam:\n  scales: [1.0, -0.5]\n", "cam.scales", "[1.0, -0.5]"),
+    ("cam:\n  scales: [1.0, true]\n", "cam.scales", "[1.0, True]"),
+    ("cam:\n  bkgscore: 1.5\n", "cam.bkgscore", "1.5"),
+    ("cam:\n  bkgscore: [0.1, 1.5]\n", "cam.bkgscore", "[0.1, 1.5]"),
+    ("cam:\n  amp: fp8\n", "cam.amp", "'fp8'"),
+    ("train:\n  resize_long: [640, 320]\n", "train.resize_long", "[640, 320]"),
+    ("train:\n  resize_long: [320]\n", "train.resize_long", "[320]"),
+    ("train:\n  save_iters: 0\n", "train.save_iters", "0"),
+    ("train:\n  opt:\n    lr: 0\n", "train.opt.lr", "0"),
+    ("model:\n  backbone: resnet18\n", "model.backbone", "'resnet18'"),
+    ("model:\n  memory_rho: 0\n", "model.memory_rho", "0"),
+    ("model:\n  hspp_levels: []\n", "model.hspp_levels", "[]"),
+    ("model:\n  pretrained: 1\n", "model.pretrained", "1"),
+    ("dataset:\n  skip_undecodable: 'yes'\n", "dataset.skip_undecodable", "'yes'"),
+    ("dataset:\n  synthetic:\n    min_size: 8\n", "dataset.synthetic.min_size", "8"),
+    ("labels:\n  crf_params:\n    iterations: 2.5\n", "labels.crf_params.iterations", "2.5"),
+    ("labels:\n  num_workers: -1\n", "labels.num_workers", "-1"),
+    ("train:\n  opt: 0.1\n", "train.opt", "0.1"),
+    ("cam:\n", "cam", "None"),
+])
+def test_a_bad_value_in_a_file_names_the_key_the_value_and_the_file(tmp_path, text, key, value):
+    path = write_config(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"^config key {re.escape(key)} must be .*, got {re.escape(value)} "
+                                          rf"\({re.escape(path)}\)$"):
+        load_config(path)
+
+
+def test_the_expected_value_is_spelled_out(tmp_path):
+    with pytest.raises(ConfigError, match=r"cam\.scales must be a non-empty list of positive numbers, got \[\]"):
+        load_config(write_config(tmp_path, "cam:\n  scales: []\n"))
+    with pytest.raises(ConfigError, match="model.backbone must be one of resnet50, resnet101, got 'resnet18'"):
+        load_config(write_config(tmp_path, "model:\n  backbone: resnet18\n"))
+
+
+def test_a_path_of_the_wrong_kind_is_named_not_a_crash(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key exp\.work_dir must be a path \(a string\), got 3"):
+        load_config(write_config(tmp_path, "exp:\n  work_dir: 3\n"))
+    with pytest.raises(ConfigError, match=r"config key dataset\.root_dir must be a path \(a string\), got 5"):
+        load_config(write_config(tmp_path, "dataset:\n  root_dir: 5\n"))
+    with pytest.raises(ConfigError, match="config key eval must be a section"):
+        load_config(write_config(tmp_path, "eval: 3\n"))
+
+
+@pytest.mark.parametrize("override, key", [("cam.scales=[]", "cam.scales"), ("cam.scales=[0]", "cam.scales"),
+                                           ("cam.bkgscore=-0.1", "cam.bkgscore"), ("train.amp=on", "train.amp"),
+                                           ("train.resize_long=[640,320]", "train.resize_long"),
+                                           ("model.k_words=0", "model.k_words")])
+def test_a_bad_override_names_the_key_the_override_and_the_file(override, key):
+    with pytest.raises(ConfigError, match=rf"^config key {re.escape(key)} must be .*"
+                                          rf"\(override {re.escape(override)} on configs/voc\.yaml\)$"):
+        load_config("configs/voc.yaml", [override])
+
+
+@pytest.mark.parametrize("override", ["train.amp=off", "train.amp=bf16", "model.pretrained=/weights/r50.pth",
+                                      "cam.bkgscore=[0.1,0.2]", "cam.bkgscore=0", "cam.bkgscore=1",
+                                      "train.resize_long=null", "train.resize_long=[320,320]", "eval.num_workers=0",
+                                      "labels.bkgscore=0.3", "dataset.synthetic=null", "model.decov_weight=1",
+                                      "train.opt.momentum=0", "labels.overlay_dir=null", "exp.checkpoint=null"])
+def test_good_values_pass(override):
+    load_config("configs/synthetic.yaml", [override])
+
+
+def test_ints_are_numbers_but_bools_are_not(tmp_path):
+    assert load_config(write_config(tmp_path, "cam:\n  scales: [1, 2]\n  bkgscore: 0\n")).cam.scales == [1, 2]
+    with pytest.raises(ConfigError, match="config key cam.bkgscore must be .*, got False"):
+        load_config(write_config(tmp_path, "cam:\n  bkgscore: false\n"))
+    with pytest.raises(ConfigError, match="config key model.hspp_gamma must be a number >= 0, got True"):
+        load_config(write_config(tmp_path, "model:\n  hspp_gamma: true\n"))
+
+
+def test_a_config_without_newer_keys_still_loads(tmp_path):
+    (tmp_path / "old.yaml").write_text(
+        "exp:\n  work_dir: w\ndataset:\n  root_dir: d\n  cls_labels: c.npy\n  n_classes: 20\n"
+        "model:\n  backbone: resnet50\n  pretrained: true\ntrain:\n  batch_size: 16\n  amp: off\n")
+    cfg = load_config(str(tmp_path / "old.yaml"))
+    assert cfg.get("dataset.skip_undecodable") is None and cfg.get("model.codebook", "learned") == "learned"
+    assert cfg.train.amp is False and cfg.exp.checkpoint == "w/checkpoints/final.pth"

@@ -1,16 +1,11 @@
 """One config object from a YAML file plus `key=value` overrides, shared by every stage."""
 import copy
-import difflib
 import os
 import re
 
 import yaml
 
-from tools.errors import UserError
-
-
-class ConfigError(UserError):
-    pass
+from tools.config_schema import ConfigError, closest_hint, validate
 
 
 class Config:
@@ -56,8 +51,7 @@ def _all_keys(data, prefix=""):
 
 
 def _closest_hint(key, data):
-    close = difflib.get_close_matches(key, list(_all_keys(data)), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else ""
+    return closest_hint(key, _all_keys(data))
 
 
 def _kind(value):
@@ -144,16 +138,23 @@ def resolve_references(data, node=None):
 
 
 def fill_defaults(data):
-    """Everything a run writes goes under exp.work_dir unless its own key says otherwise."""
-    exp = data.setdefault("exp", {})
+    """Everything a run writes goes under exp.work_dir unless its own key says otherwise.
+
+    A section or path of the wrong kind is left as it is, for validate() to name.
+    """
+    exp, eval_section, dataset = data.setdefault("exp", {}), data.setdefault("eval", {}), data.get("dataset") or {}
+    if not all(isinstance(section, dict) for section in (exp, eval_section, dataset)):
+        return data
     work_dir = exp.setdefault("work_dir", "work_dirs/default")
+    root_dir = dataset.get("root_dir", "")
+    if not (isinstance(work_dir, str) and isinstance(root_dir, str)):
+        return data
     if not exp.get("checkpoint"):
         exp["checkpoint"] = os.path.join(work_dir, "checkpoints", "final.pth")
     if not exp.get("cam_dir"):
         exp["cam_dir"] = os.path.join(work_dir, "cams")
-    eval_section = data.setdefault("eval", {})
     if not eval_section.get("gt_dir"):
-        eval_section["gt_dir"] = os.path.join(data.get("dataset", {}).get("root_dir", ""), "SegmentationClassAug")
+        eval_section["gt_dir"] = os.path.join(root_dir, "SegmentationClassAug")
     if not eval_section.get("json"):
         eval_section["json"] = os.path.join(work_dir, "eval_cam.json")
     return data
@@ -188,9 +189,12 @@ def read_yaml(path):
 
 
 def load_config(path, overrides=()):
-    """Read the YAML at `path`, apply `key=value` overrides, fill the derived paths -> Config."""
+    """Read the YAML at `path`, apply `key=value` overrides, fill the derived paths, check every
+    key against tools/config_schema.py -> Config."""
     data = read_yaml(path)
     for assignment in overrides:
         apply_override(data, assignment)
     resolve_references(data)
-    return Config(fill_defaults(data))
+    fill_defaults(data)
+    validate(data, path, {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides})
+    return Config(data)
