@@ -21,7 +21,7 @@ from datasets import voc
 from tools.cam import load_cam_file
 from tools.cli import build_parser, parse_config, run_main
 from tools.errors import UserError
-from tools.io import atomic_open, missing_files, save_json
+from tools.io import atomic_open, ensure_writable_dir, missing_files, save_json
 from tools.parallel import imap_unordered, worker_count
 from tools.metrics import N_SEG_CLASSES, format_table, label_confusion, scores, sweep_confusions, sweep_grid
 
@@ -42,9 +42,7 @@ def bkgscore_thresholds(bkgscore, sweep):
         if isinstance(bkgscore, (list, tuple)):
             raise UserError("--sweep and a cam.bkgscore list both choose the thresholds; drop one of them")
         return sweep_grid()
-    values = list(bkgscore) if isinstance(bkgscore, (list, tuple)) else [bkgscore]
-    if not values or not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in values):
-        raise UserError(f"cam.bkgscore must be a number or a non-empty list of numbers, got {bkgscore!r}")
+    values = list(bkgscore) if isinstance(bkgscore, (list, tuple)) else [bkgscore]  # checked by the config schema
     return sorted({float(value) for value in values})
 
 
@@ -61,34 +59,48 @@ def read_cam(path):
     return record["high_res"], keys
 
 
-def check_same_size(gt, gt_path, prediction_shape, path):
-    if gt.shape != tuple(prediction_shape):
-        raise UserError(f"label {gt_path} is {gt.shape[1]}x{gt.shape[0]} but {path} is {prediction_shape[1]}x"
-                        f"{prediction_shape[0]}; predictions and labels come from different images")
+def _size(shape):
+    return f"{shape[1]}x{shape[0]}"
 
 
-def image_confusions(name, pred_dir, gt_dir, kind, thresholds):
+def check_same_size(gt, gt_path, prediction_shape, path, image_path=None):
+    """Predictions are made at the image's size: on a mismatch the image (when there) tells which side is wrong."""
+    if gt.shape == tuple(prediction_shape):
+        return
+    image_shape = voc.image_size(image_path) if image_path and os.path.isfile(image_path) else None
+    if image_shape == gt.shape:
+        raise UserError(f"{path} is {_size(prediction_shape)} but its image {image_path} and label {gt_path} are "
+                        f"{_size(gt.shape)}; the prediction was made from another image: make it again")
+    if image_shape == tuple(prediction_shape):
+        raise UserError(f"label {gt_path} is {_size(gt.shape)} but its image {image_path} is {_size(image_shape)}; "
+                        f"the label belongs to another image or was resized: check eval.gt_dir")
+    raise UserError(f"label {gt_path} is {_size(gt.shape)} but {path} is {_size(prediction_shape)}; "
+                    f"predictions and labels come from different images")
+
+
+def image_confusions(name, pred_dir, gt_dir, kind, thresholds, image_root=None):
     """One image -> (T, 21, 21) confusions for CAMs (one per threshold), (1, 21, 22) for a label PNG."""
     path = os.path.join(pred_dir, name + SUFFIXES[kind])
     gt_path = os.path.join(gt_dir, name + ".png")
+    image_path = voc.image_path(image_root, name) if image_root else None
     gt = voc.read_label(gt_path)
     if kind == "png":
         prediction = voc.read_label(path)
-        check_same_size(gt, gt_path, prediction.shape, path)
+        check_same_size(gt, gt_path, prediction.shape, path, image_path)
         return label_confusion(gt, prediction)[None]
     high_res, keys = read_cam(path)
-    check_same_size(gt, gt_path, high_res.shape[1:], path)
+    check_same_size(gt, gt_path, high_res.shape[1:], path, image_path)
     try:
         return sweep_confusions(gt, high_res, keys, thresholds)
     except ValueError as error:
         raise UserError(f"CAM file {path} cannot be scored ({error}); run infer_cam.py again") from None
 
 
-def chunk_confusions(names, pred_dir, gt_dir, kind, thresholds):
+def chunk_confusions(names, pred_dir, gt_dir, kind, thresholds, image_root=None):
     """The summed confusions of `names` and their count (what a worker sends back)."""
     total = None
     for name in names:
-        confusions = image_confusions(name, pred_dir, gt_dir, kind, thresholds)
+        confusions = image_confusions(name, pred_dir, gt_dir, kind, thresholds, image_root)
         total = confusions if total is None else total + confusions
     return len(names), total
 
@@ -109,15 +121,17 @@ def keep_freed_memory():
     return bool(mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD) and mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD))
 
 
-def score_images(names, pred_dir, gt_dir, kind="cam", thresholds=(0.14,), num_workers=None, progress=True):
+def score_images(names, pred_dir, gt_dir, kind="cam", thresholds=(0.14,), num_workers=None, progress=True,
+                 image_root=None):
     """Summed confusions over `names`: (T, 21, 21) for CAMs at the ascending `thresholds`, (1, 21, 22)
     for label PNGs (thresholds=[None]). num_workers as eval.num_workers: None = every usable core,
-    0 or 1 = in this process (whose malloc then keeps freed memory, see keep_freed_memory)."""
+    0 or 1 = in this process (whose malloc then keeps freed memory, see keep_freed_memory).
+    image_root (the VOC folder) only serves to say which side is wrong when sizes disagree."""
     workers = min(worker_count(num_workers, "eval.num_workers"), len(names))
     chunk_size = max(1, min(MAX_CHUNK, -(-len(names) // max(1, workers * CHUNKS_PER_WORKER))))
     chunks = [names[start:start + chunk_size] for start in range(0, len(names), chunk_size)]
     score_chunk = functools.partial(chunk_confusions, pred_dir=pred_dir, gt_dir=gt_dir, kind=kind,
-                                    thresholds=list(thresholds))
+                                    thresholds=list(thresholds), image_root=image_root)
     total = np.zeros((len(thresholds), N_SEG_CLASSES, N_SEG_CLASSES + (kind == "png")), dtype=np.int64)
     with tqdm(total=len(names), desc="eval", dynamic_ncols=True, disable=not progress) as bar:
         for count, confusions in imap_unordered(score_chunk, chunks, workers, initializer=keep_freed_memory):
@@ -199,6 +213,7 @@ def evaluate(cfg, kind="cam", sweep=False, allow_missing=False):
     thresholds = bkgscore_thresholds(cfg.cam.bkgscore, sweep) if kind == "cam" else [None]
     sweeping = kind == "cam" and (sweep or isinstance(cfg.cam.bkgscore, (list, tuple)))
     num_workers = worker_count(cfg.get("eval.num_workers"), "eval.num_workers")
+    ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.eval.json)), "eval.json")
     names = voc.read_name_list(cfg.cam.split)
     pred_dir, what, producer = prediction_source(cfg, kind)
     gt_dir = cfg.eval.gt_dir
@@ -218,7 +233,8 @@ def evaluate(cfg, kind="cam", sweep=False, allow_missing=False):
         missing_set = set(missing)
         names = [name for name in names if name not in missing_set]
 
-    confusions = score_images(names, pred_dir, gt_dir, kind, thresholds, num_workers)
+    confusions = score_images(names, pred_dir, gt_dir, kind, thresholds, num_workers,
+                              image_root=cfg.dataset.root_dir)
     per_threshold = [scores(confusion) for confusion in confusions]
     best = best_index(per_threshold)
     result = {**per_threshold[best], "bkgscore": thresholds[best], "n_images": len(names), "split": cfg.cam.split,

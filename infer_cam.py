@@ -23,17 +23,11 @@ from tools.cam import CAM_SETTINGS_FILE, load_cam_file, multiscale_cam_record
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import save_json, save_npy, settings_changes
+from tools.io import ensure_writable_dir, remove_stale_temporaries, save_json, save_npy, settings_changes
 from tools.precision import amp_dtype
 from tools.stopping import GracefulStop, ignore_interrupts
 
 PENDING_WRITES = 8  # CAM records waiting for the writer thread, at most
-
-
-def check_scales(scales):
-    if not isinstance(scales, list) or not scales or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales):
-        raise UserError(f"cam.scales must be a non-empty list of positive numbers, got {scales!r}")
 
 
 def load_model(cfg, device, memory_format=torch.contiguous_format):
@@ -74,13 +68,15 @@ def check_cam_folder(cam_dir, settings, overwrite):
 def infer(ctx, config_dict):
     """Write the CAM files of this process's share of the images (every world_size-th name)."""
     cfg = Config(config_dict)
-    check_scales(cfg.cam.scales)
     autocast_dtype = amp_dtype(cfg.cam.amp, "cam.amp")
     memory_format = torch.channels_last if cfg.cam.channels_last else torch.contiguous_format
-    voc.check_voc_root(cfg.dataset.root_dir)
-    names = voc.read_name_list(cfg.cam.split)
-    labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
     cam_dir = cfg.exp.cam_dir
+    if ctx.is_main:
+        ensure_writable_dir(cam_dir, "exp.cam_dir")
+        remove_stale_temporaries(cam_dir)  # of a killed run; no process writes here before the barrier below
+    voc.check_voc_root(cfg.dataset.root_dir)
+    names = voc.read_split(cfg.dataset.root_dir, cfg.cam.split, "cam.split")
+    labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
     model = load_model(cfg, ctx.device, memory_format)
     settings = cam_settings(cfg)
     check_cam_folder(cam_dir, settings, cfg.cam.overwrite)

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 config=configs/synthetic.yaml
-if [[ $# -gt 0 && "$1" == *.yaml ]]; then
+if [[ $# -gt 0 && ( "$1" == *.yaml || "$1" == *.yml ) ]]; then
     config=$1
     shift
 fi

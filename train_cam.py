@@ -7,6 +7,7 @@
 A run continues from <exp.work_dir>/checkpoints/last.pth when that exists and was trained with the
 same settings (--restart starts over, --resume PATH continues another checkpoint).
 """
+import functools
 import json
 import math
 import os
@@ -25,11 +26,15 @@ from tools import distributed
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import save_text
+from tools.io import ensure_writable_dir, remove_stale_temporaries, save_text
+from tools.parallel import imap_unordered
 from tools.optim import build_optimizer, set_poly_lr
 from tools.precision import amp_dtype, autocast
 from tools.stopping import GracefulStop, ignore_interrupts
 from tools.train_state import resume_state, rng_state, save_training_state, set_rng_state
+
+UNDECODABLE_LIST = "undecodable_images.txt"  # written to exp.work_dir when dataset.skip_undecodable left images out
+
 
 def prepare_dataset(cfg):
     """Generate the synthetic dataset on first use when the config asks for it (dataset.synthetic)."""
@@ -40,8 +45,33 @@ def prepare_dataset(cfg):
         synthetic.ensure_dataset(cfg.dataset.root_dir, **params)
 
 
-def classification_dataset(cfg, split_path, cls_labels, train):
-    names = voc.read_name_list(split_path)
+def _decodable(root, name):
+    return name, voc.is_decodable(voc.image_path(root, name))
+
+
+def undecodable_images(root, names, ctx, num_workers):
+    """The names whose image cannot be decoded: each process decodes its share (with num_workers
+    processes), and the shares are gathered so every rank leaves out the same images."""
+    share = names[ctx.rank::ctx.world_size]
+    found = [name for name, ok in imap_unordered(functools.partial(_decodable, root), share, num_workers,
+                                                  chunksize=16) if not ok]
+    return {name for names_of_rank in distributed.all_gather_objects(found) for name in names_of_rank}
+
+
+def split_names(cfg, split_key, ctx):
+    """The names of a split; with dataset.skip_undecodable, without the images that cannot be decoded."""
+    names = voc.read_split(cfg.dataset.root_dir, cfg.get(split_key), split_key)
+    if not cfg.get("dataset.skip_undecodable"):
+        return names, []
+    left_out = undecodable_images(cfg.dataset.root_dir, names, ctx, cfg.train.num_workers)
+    if left_out and ctx.is_main:
+        shown = sorted(left_out)
+        print(f"left out {len(left_out)} of the {len(names)} {split_key} images that cannot be decoded "
+              f"(dataset.skip_undecodable): {', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}", flush=True)
+    return [name for name in names if name not in left_out], sorted(left_out)
+
+
+def classification_dataset(cfg, names, cls_labels, train):
     labels = voc.labels_for(names, cls_labels, cfg.dataset.cls_labels)
     if train:
         return voc.ClassificationDataset(cfg.dataset.root_dir, names, labels, cfg.train.crop_size,
@@ -163,15 +193,17 @@ class NonFiniteLoss(UserError):
                          f"{kept}; lower train.opt.lr or set train.amp=off", every_rank=True)
 
 
-def build_datasets(cfg):
-    """(training set, validation set) of the config's splits."""
+def build_datasets(cfg, ctx):
+    """(training set, validation set, names left out as undecodable) of the config's splits."""
     cls_labels = voc.load_cls_labels(cfg.dataset.cls_labels)
-    train_set = classification_dataset(cfg, cfg.train.split, cls_labels, train=True)
-    val_set = classification_dataset(cfg, cfg.val.split, cls_labels, train=False)
+    train_names, train_left_out = split_names(cfg, "train.split", ctx)
+    val_names, val_left_out = split_names(cfg, "val.split", ctx)
+    train_set = classification_dataset(cfg, train_names, cls_labels, train=True)
+    val_set = classification_dataset(cfg, val_names, cls_labels, train=False)
     if len(train_set) < cfg.train.batch_size:
         raise UserError(f"train.split {cfg.train.split} has {len(train_set)} images, fewer than "
                         f"train.batch_size={cfg.train.batch_size}", every_rank=True)
-    return train_set, val_set
+    return train_set, val_set, train_left_out + val_left_out
 
 
 def restore_training_state(state, model, optimizer, scaler, ctx):
@@ -190,13 +222,18 @@ def train(ctx, config_dict, resume="auto"):
     device, work_dir = ctx.device, cfg.exp.work_dir
     per_process_batch = distributed.split_batch(cfg.train.batch_size, ctx.world_size)
     autocast_dtype = amp_dtype(cfg.train.amp, "train.amp")
-    if ctx.is_main:
+    if ctx.is_main:  # fail now, not after hours, when the outputs cannot be written
+        ensure_writable_dir(os.path.join(work_dir, "checkpoints"), "exp.work_dir")
+        remove_stale_temporaries(os.path.join(work_dir, "checkpoints"))  # of a killed save
+        ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.exp.checkpoint)), "exp.checkpoint")
         prepare_dataset(cfg)
     distributed.barrier()
     voc.check_voc_root(cfg.dataset.root_dir)
     configure_determinism(cfg.train.seed, cfg.train.deterministic)
 
-    train_set, val_set = build_datasets(cfg)
+    train_set, val_set, left_out = build_datasets(cfg, ctx)
+    if ctx.is_main and left_out:
+        save_text(os.path.join(work_dir, UNDECODABLE_LIST), "".join(name + "\n" for name in left_out))
     sampler = GlobalBatchSampler(len(train_set), cfg.train.batch_size, ctx.rank, ctx.world_size, cfg.train.seed)
     loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda",
@@ -285,6 +322,9 @@ def train(ctx, config_dict, resume="auto"):
     if ctx.is_main:
         save_checkpoint(cfg.exp.checkpoint, model, config_dict, epoch=cfg.train.max_epochs, step=step)
         print(f"saved {cfg.exp.checkpoint}")
+        if left_out:
+            print(f"{len(left_out)} images that cannot be decoded were left out; their names are in "
+                  f"{os.path.join(work_dir, UNDECODABLE_LIST)}")
     return model
 
 

@@ -79,6 +79,26 @@ def read_name_list(path):
     return names
 
 
+def read_split(root, split_path, split_key):
+    """The names of a split file whose images all exist under <root>/JPEGImages (else one error that
+    counts the missing ones and names the first few)."""
+    names = read_name_list(split_path)
+    missing = [name for name in names if not os.path.isfile(image_path(root, name))]
+    if missing:
+        raise UserError(f"{split_key} {split_path} names {len(missing)} of {len(names)} images that are not in "
+                        f"{os.path.join(root, 'JPEGImages')}, e.g. {', '.join(missing[:3])}; "
+                        f"check dataset.root_dir and the split file")
+    return names
+
+
+def is_decodable(path):
+    try:
+        read_image(path)
+        return True
+    except UserError:
+        return False
+
+
 def load_cls_labels(path):
     """cls_labels.npy: a pickled dict {int name: float32[20] multi-hot} (rebuild with tools/make_cls_labels.py)."""
     if not os.path.isfile(path):
@@ -113,7 +133,17 @@ def read_image(path):
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist") from None
     except Exception as error:
-        raise UserError(f"image {path} cannot be decoded ({type(error).__name__}); replace or remove it") from None
+        raise UserError(f"image {path} cannot be decoded ({type(error).__name__}); replace or remove it "
+                        f"(training leaves such images out with dataset.skip_undecodable=true)") from None
+
+
+def image_size(path):
+    """(height, width) of an image from its header, without decoding it; None if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except Exception:
+        return None
 
 
 def read_label(path):

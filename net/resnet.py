@@ -4,7 +4,6 @@ import os
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from tools.errors import UserError
 
@@ -21,11 +20,10 @@ class FixedBatchNorm2d(nn.BatchNorm2d):
                             training=False, momentum=0.0, eps=self.eps)
 
 
-# name -> (torchvision builder, ImageNet weights the paper starts from: torchvision's original V1)
-BACKBONES = {
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
-    "resnet101": (torchvision.models.resnet101, torchvision.models.ResNet101_Weights.IMAGENET1K_V1),
-}
+# name -> (torchvision builder, its weights enum); the paper starts from torchvision's original
+# ImageNet weights (IMAGENET1K_V1). Names only: torchvision is imported when a network is built,
+# which keeps the scripts' start (and their config errors) two seconds quicker.
+BACKBONES = {"resnet50": ("resnet50", "ResNet50_Weights"), "resnet101": ("resnet101", "ResNet101_Weights")}
 FEATURE_DIM = 2048
 
 
@@ -66,7 +64,11 @@ def build_resnet(name="resnet50", pretrained=False, freeze_bn=True):
     """
     if name not in BACKBONES:
         raise UserError(f"model.backbone: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
-    builder, weights = BACKBONES[name]
+    import torchvision.models
+
+    builder_name, weights_name = BACKBONES[name]
+    builder = getattr(torchvision.models, builder_name)
+    weights = getattr(torchvision.models, weights_name).IMAGENET1K_V1
     norm_layer = FixedBatchNorm2d if freeze_bn else nn.BatchNorm2d
     resnet = builder(weights=None, norm_layer=norm_layer, zero_init_residual=pretrained is False)
     if pretrained is not False:

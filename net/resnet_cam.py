@@ -12,7 +12,7 @@ from net.pooling import POOLS
 from net.resnet import FEATURE_DIM, build_resnet
 from net.vwe import MemoryBankCodebook, VisualWordEncoder, decorrelation_loss, word_histogram, word_targets
 from tools.errors import UserError
-from tools.io import atomic_open
+from tools.io import save_torch
 
 CODEBOOKS = ("learned", "memory_bank")
 
@@ -137,8 +137,7 @@ def save_checkpoint(path, model, config, **extra):
     model = getattr(model, "module", model)
     payload = {"model": model.state_dict(), "config": config.to_dict() if hasattr(config, "to_dict") else config}
     payload.update(extra)
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
+    save_torch(path, payload)
 
 
 # The authors' code registers the same modules under several names (resnet.*, stage1-4.*,

@@ -270,3 +270,25 @@ def test_ctrl_c_during_inference_leaves_whole_files_and_the_next_run_continues(r
     result = run(repo_root, *command)
     assert f"wrote {16 - len(written)} CAM files" in result.stdout and f"({len(written)} already done" in result.stdout
     assert len(cam_files(cams)) == 16
+
+
+def test_sigkill_during_inference_leaves_whole_files_and_the_next_run_cleans_up(repo_root, single_run):
+    root = single_run
+    cams = root / "cams_killed"
+    command = stage("infer_cam.py", root, "single", f"exp.checkpoint={root / 'single/checkpoints/final.pth'}",
+                    f"exp.cam_dir={cams}", f"cam.split={root / 'voc/train_aug.txt'}", "cam.scales=[1.0,0.5,1.5,2.0]")
+    process = start(repo_root, command)
+    wait_for(lambda: cams.exists() and len(cam_files(cams)) >= 2, process)
+    process.send_signal(signal.SIGKILL)  # no handler runs: whatever was mid-write stays a hidden temporary
+    process.communicate(timeout=60)
+    written = cam_files(cams)
+    assert 0 < len(written) < 16, "the run finished before it could be killed"
+    for name in written:
+        np.load(cams / name, allow_pickle=True).item()  # a CAM file is whole or absent
+    stale = cams / f".{written[0]}.killed.tmp"  # what a kill in the middle of atomic_open leaves behind
+    stale.write_bytes(b"half a file")
+
+    result = run(repo_root, *command)
+    assert f"({len(written)} already done" in result.stdout
+    assert len(cam_files(cams)) == 16
+    assert not [name for name in os.listdir(cams) if name.endswith(".tmp")]

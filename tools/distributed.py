@@ -183,5 +183,5 @@ def split_batch(global_batch, world_size, key="train.batch_size"):
     """The per-process share of a global batch; it must divide evenly."""
     if global_batch % world_size:
         raise UserError(f"{key}={global_batch} does not divide over {world_size} processes; "
-                        f"use a multiple of {world_size}")
+                        f"use a multiple of {world_size}", every_rank=True)
     return global_batch // world_size

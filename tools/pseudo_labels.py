@@ -31,7 +31,7 @@ from tools.cam import CAM_SETTINGS_FILE, load_cam_file  # noqa: E402
 from tools.cli import build_parser, parse_config, run_main  # noqa: E402
 from tools.crf import check_crf_params, crf_label  # noqa: E402
 from tools.errors import UserError  # noqa: E402
-from tools.io import missing_files, save_image, save_json, settings_changes  # noqa: E402
+from tools.io import ensure_writable_dir, missing_files, remove_stale_temporaries, save_image, save_json, settings_changes  # noqa: E402
 from tools.metrics import cam_to_label  # noqa: E402
 from tools.parallel import imap_unordered, worker_count  # noqa: E402
 
@@ -187,6 +187,10 @@ def make_pseudo_labels(cfg):
                         f"(e.g. {', '.join(missing[:3])}); run infer_cam.py first")
     if crf_params is not None or overlay_dir:
         voc.check_voc_root(cfg.dataset.root_dir)
+    for folder, key in ((label_dir, "labels.dir"), (overlay_dir, "labels.overlay_dir")):
+        if folder:
+            ensure_writable_dir(folder, key)
+            remove_stale_temporaries(folder)  # of a killed run
 
     settings = label_settings(cam_dir, bkgscore, crf_params, overlay_dir)
     overwrite = bool(cfg.labels.overwrite)
