@@ -126,6 +126,14 @@ def validation_loss(model, dataset, ctx, batch_size, num_workers):
     return loss_sum / max(count, 1)
 
 
+def _logged_step(line):
+    """The step of a log line; None for a blank line or the half-written last line of a killed run."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class TrainLog:
     """Rank 0's record of the run: one JSON line per step in train_log.jsonl, and TensorBoard when installed."""
 
@@ -148,7 +156,7 @@ class TrainLog:
         kept = []
         if step > 0 and os.path.isfile(self.path):
             with open(self.path) as handle:
-                kept = [line for line in handle if line.strip() and json.loads(line)["step"] <= step]
+                kept = [line for line in handle if (logged := _logged_step(line)) is not None and logged <= step]
         save_text(self.path, "".join(kept))
 
     def write(self, record):

@@ -42,6 +42,17 @@ def test_resumed_log_drops_the_steps_it_redoes(tmp_path):
     assert records(tmp_path) == []
 
 
+def test_a_line_cut_by_a_kill_is_dropped_on_resume(tmp_path):
+    log = TrainLog(str(tmp_path), enabled=True, use_tensorboard=False)
+    for step in (1, 2):
+        log.write({"step": step, "loss_cls": 1.0})
+    log.close()
+    with open(tmp_path / "train_log.jsonl", "a") as handle:
+        handle.write('{"step": 3, "loss_c')  # SIGKILL in the middle of a write
+    TrainLog(str(tmp_path), enabled=True, use_tensorboard=False, start_step=2).close()
+    assert [r["step"] for r in records(tmp_path)] == [1, 2]
+
+
 def test_other_ranks_write_nothing(tmp_path):
     log = TrainLog(str(tmp_path), enabled=False, use_tensorboard=True)
     log.write({"step": 1})
