@@ -70,13 +70,13 @@ def infer(ctx, config_dict):
     cfg = Config(config_dict)
     autocast_dtype = amp_dtype(cfg.cam.amp, "cam.amp")
     memory_format = torch.channels_last if cfg.cam.channels_last else torch.contiguous_format
+    voc.check_voc_root(cfg.dataset.root_dir)
+    names = voc.read_split(cfg.dataset.root_dir, cfg.cam.split, "cam.split")
+    labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
     cam_dir = cfg.exp.cam_dir
     if ctx.is_main:
         ensure_writable_dir(cam_dir, "exp.cam_dir")
         remove_stale_temporaries(cam_dir)  # of a killed run; no process writes here before the barrier below
-    voc.check_voc_root(cfg.dataset.root_dir)
-    names = voc.read_split(cfg.dataset.root_dir, cfg.cam.split, "cam.split")
-    labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
     model = load_model(cfg, ctx.device, memory_format)
     settings = cam_settings(cfg)
     check_cam_folder(cam_dir, settings, cfg.cam.overwrite)

@@ -230,13 +230,14 @@ def train(ctx, config_dict, resume="auto"):
     device, work_dir = ctx.device, cfg.exp.work_dir
     per_process_batch = distributed.split_batch(cfg.train.batch_size, ctx.world_size)
     autocast_dtype = amp_dtype(cfg.train.amp, "train.amp")
+    if ctx.is_main:
+        prepare_dataset(cfg)
+    distributed.barrier()
+    voc.check_voc_root(cfg.dataset.root_dir)
     if ctx.is_main:  # fail now, not after hours, when the outputs cannot be written
         ensure_writable_dir(os.path.join(work_dir, "checkpoints"), "exp.work_dir")
         remove_stale_temporaries(os.path.join(work_dir, "checkpoints"))  # of a killed save
         ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.exp.checkpoint)), "exp.checkpoint")
-        prepare_dataset(cfg)
-    distributed.barrier()
-    voc.check_voc_root(cfg.dataset.root_dir)
     configure_determinism(cfg.train.seed, cfg.train.deterministic)
 
     train_set, val_set, left_out = build_datasets(cfg, ctx)

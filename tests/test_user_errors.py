@@ -321,3 +321,10 @@ def test_run_sh_stops_at_the_first_failing_stage(repo_root, tmp_path):
                             text=True, timeout=300)
     assert_clean_error(result, "config file", "mine.yml does not exist")
     assert "== python train_cam.py" in result.stdout and "infer_cam.py" not in result.stdout
+
+
+def test_a_wrong_dataset_root_creates_no_output_folder(repo_root, tmp_path):
+    for script in ("train_cam.py", "infer_cam.py"):
+        result = run(repo_root, *stage(script, tmp_path / "nowhere", tmp_path / "work"))
+        assert_clean_error(result, "nowhere does not exist")
+    assert not (tmp_path / "work").exists()
