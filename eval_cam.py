@@ -21,7 +21,7 @@ from datasets import voc
 from tools.cam import load_cam_file
 from tools.cli import build_parser, parse_config, run_main
 from tools.errors import UserError
-from tools.io import atomic_open, ensure_writable_dir, missing_files, save_json
+from tools.io import atomic_open, missing_files, prepare_output_dir, save_json
 from tools.parallel import imap_unordered, worker_count
 from tools.metrics import N_SEG_CLASSES, format_table, label_confusion, scores, sweep_confusions, sweep_grid
 
@@ -67,7 +67,7 @@ def check_same_size(gt, gt_path, prediction_shape, path, image_path=None):
     """Predictions are made at the image's size: on a mismatch the image (when there) tells which side is wrong."""
     if gt.shape == tuple(prediction_shape):
         return
-    image_shape = voc.image_size(image_path) if image_path and os.path.isfile(image_path) else None
+    image_shape = voc.image_size(image_path) if image_path else None
     if image_shape == gt.shape:
         raise UserError(f"{path} is {_size(prediction_shape)} but its image {image_path} and label {gt_path} are "
                         f"{_size(gt.shape)}; the prediction was made from another image: make it again")
@@ -213,7 +213,6 @@ def evaluate(cfg, kind="cam", sweep=False, allow_missing=False):
     thresholds = bkgscore_thresholds(cfg.cam.bkgscore, sweep) if kind == "cam" else [None]
     sweeping = kind == "cam" and (sweep or isinstance(cfg.cam.bkgscore, (list, tuple)))
     num_workers = worker_count(cfg.get("eval.num_workers"), "eval.num_workers")
-    ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.eval.json)), "eval.json")
     names = voc.read_name_list(cfg.cam.split)
     pred_dir, what, producer = prediction_source(cfg, kind)
     gt_dir = cfg.eval.gt_dir
@@ -233,6 +232,7 @@ def evaluate(cfg, kind="cam", sweep=False, allow_missing=False):
         missing_set = set(missing)
         names = [name for name in names if name not in missing_set]
 
+    prepare_output_dir(os.path.dirname(os.path.abspath(cfg.eval.json)), "eval.json")
     confusions = score_images(names, pred_dir, gt_dir, kind, thresholds, num_workers,
                               image_root=cfg.dataset.root_dir)
     per_threshold = [scores(confusion) for confusion in confusions]

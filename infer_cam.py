@@ -23,16 +23,16 @@ from tools.cam import CAM_SETTINGS_FILE, load_cam_file, multiscale_cam_record
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import ensure_writable_dir, remove_stale_temporaries, save_json, save_npy, settings_changes
+from tools.io import prepare_output_dir, save_json, save_npy, settings_changes
 from tools.precision import amp_dtype
 from tools.stopping import GracefulStop, ignore_interrupts
 
 PENDING_WRITES = 8  # CAM records waiting for the writer thread, at most
 
 
-def load_model(cfg, device, memory_format=torch.contiguous_format):
+def load_model(cfg, device, memory_format=torch.contiguous_format, verbose=True):
     model = Net.from_config(cfg.model, n_classes=cfg.dataset.n_classes, pretrained=False)
-    load_checkpoint(model, cfg.exp.checkpoint)
+    load_checkpoint(model, cfg.exp.checkpoint, verbose)
     return model.to(device).to(memory_format=memory_format).eval()
 
 
@@ -75,9 +75,8 @@ def infer(ctx, config_dict):
     labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
     cam_dir = cfg.exp.cam_dir
     if ctx.is_main:
-        ensure_writable_dir(cam_dir, "exp.cam_dir")
-        remove_stale_temporaries(cam_dir)  # of a killed run; no process writes here before the barrier below
-    model = load_model(cfg, ctx.device, memory_format)
+        prepare_output_dir(cam_dir, "exp.cam_dir")  # no process writes here before the barrier below
+    model = load_model(cfg, ctx.device, memory_format, verbose=ctx.is_main)
     settings = cam_settings(cfg)
     check_cam_folder(cam_dir, settings, cfg.cam.overwrite)
     distributed.barrier()  # every rank has read the old manifest before rank 0 replaces it

@@ -26,7 +26,7 @@ from tools import distributed
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import ensure_writable_dir, remove_stale_temporaries, save_text
+from tools.io import is_storage_error, prepare_output_dir, save_text, storage_error
 from tools.parallel import imap_unordered
 from tools.optim import build_optimizer, set_poly_lr
 from tools.precision import amp_dtype, autocast
@@ -46,7 +46,7 @@ def prepare_dataset(cfg):
 
 
 def _decodable(root, name):
-    return name, voc.is_decodable(voc.image_path(root, name))
+    return name, voc.decodes(voc.read_image, voc.image_path(root, name))
 
 
 def undecodable_images(root, names, ctx, num_workers):
@@ -58,26 +58,31 @@ def undecodable_images(root, names, ctx, num_workers):
     return {name for names_of_rank in distributed.all_gather_objects(found) for name in names_of_rank}
 
 
-def split_names(cfg, split_key, ctx):
-    """The names of a split; with dataset.skip_undecodable, without the images that cannot be decoded."""
-    names = voc.read_split(cfg.dataset.root_dir, cfg.get(split_key), split_key)
-    if not cfg.get("dataset.skip_undecodable"):
-        return names, []
-    left_out = undecodable_images(cfg.dataset.root_dir, names, ctx, cfg.train.num_workers)
+def read_splits(cfg):
+    """{"train.split": (names, labels), "val.split": (names, labels)}; every image must exist and have a
+    label (a one-line error otherwise). Quick: nothing is decoded."""
+    cls_labels = voc.load_cls_labels(cfg.dataset.cls_labels)
+    splits = {}
+    for key in ("train.split", "val.split"):
+        names = voc.read_split(cfg.dataset.root_dir, cfg.get(key), key)
+        splits[key] = (names, voc.labels_for(names, cls_labels, cfg.dataset.cls_labels))
+    return splits
+
+
+def leave_out_undecodable(cfg, splits, ctx):
+    """dataset.skip_undecodable: (the splits without the images that cannot be decoded, their names)."""
+    all_names = list(dict.fromkeys(name for names, _ in splits.values() for name in names))
+    left_out = undecodable_images(cfg.dataset.root_dir, all_names, ctx, cfg.train.num_workers)
     if left_out and ctx.is_main:
         shown = sorted(left_out)
-        print(f"left out {len(left_out)} of the {len(names)} {split_key} images that cannot be decoded "
-              f"(dataset.skip_undecodable): {', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}", flush=True)
-    return [name for name in names if name not in left_out], sorted(left_out)
-
-
-def classification_dataset(cfg, names, cls_labels, train):
-    labels = voc.labels_for(names, cls_labels, cfg.dataset.cls_labels)
-    if train:
-        return voc.ClassificationDataset(cfg.dataset.root_dir, names, labels, cfg.train.crop_size,
-                                         resize_long=cfg.train.resize_long, hflip=cfg.train.hflip,
-                                         crop="random", seed=cfg.train.seed)
-    return voc.ClassificationDataset(cfg.dataset.root_dir, names, labels, cfg.val.crop_size, crop="top_left")
+        print(f"left out {len(left_out)} of the {len(all_names)} images of train.split and val.split that cannot "
+              f"be decoded (dataset.skip_undecodable): {', '.join(shown[:5])}{', ...' if len(shown) > 5 else ''}",
+              flush=True)
+    kept = {}
+    for key, (names, labels) in splits.items():
+        keep = [index for index, name in enumerate(names) if name not in left_out]
+        kept[key] = ([names[index] for index in keep], labels[keep])
+    return kept, sorted(left_out)
 
 
 def configure_determinism(seed, deterministic):
@@ -127,7 +132,8 @@ def validation_loss(model, dataset, ctx, batch_size, num_workers):
 
 
 def _logged_step(line):
-    """The step of a log line; None for a blank line or the half-written last line of a killed run."""
+    """The step of a log line; None for a line that is not a whole record (blank, or cut short by a kill or
+    a full disk), which the resumed log drops."""
     try:
         return json.loads(line)["step"]
     except (ValueError, KeyError, TypeError):
@@ -162,8 +168,13 @@ class TrainLog:
     def write(self, record):
         if self.jsonl is None:
             return
-        self.jsonl.write(json.dumps(record) + "\n")
-        self.jsonl.flush()
+        try:
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+        except OSError as error:  # a full disk: a cut line is dropped on resume (_logged_step)
+            if is_storage_error(error):
+                raise storage_error(self.path, error) from None
+            raise
         if self.tensorboard is not None:
             for key, value in record.items():
                 if key.startswith(("loss_", "val_")) or key == "images_per_s":
@@ -201,21 +212,27 @@ class NonFiniteLoss(UserError):
                          f"{kept}; lower train.opt.lr or set train.amp=off", every_rank=True)
 
 
-def build_datasets(cfg, ctx):
-    """(training set, validation set, names left out as undecodable) of the config's splits."""
-    cls_labels = voc.load_cls_labels(cfg.dataset.cls_labels)
-    train_names, train_left_out = split_names(cfg, "train.split", ctx)
-    val_names, val_left_out = split_names(cfg, "val.split", ctx)
-    train_set = classification_dataset(cfg, train_names, cls_labels, train=True)
-    val_set = classification_dataset(cfg, val_names, cls_labels, train=False)
+def build_datasets(cfg, splits, n_left_out=0):
+    """(training set, validation set) of the splits' names and labels."""
+    root = cfg.dataset.root_dir
+    train_set = voc.ClassificationDataset(root, *splits["train.split"], cfg.train.crop_size,
+                                          resize_long=cfg.train.resize_long, hflip=cfg.train.hflip,
+                                          crop="random", seed=cfg.train.seed)
+    val_set = voc.ClassificationDataset(root, *splits["val.split"], cfg.val.crop_size, crop="top_left")
     if len(train_set) < cfg.train.batch_size:
-        raise UserError(f"train.split {cfg.train.split} has {len(train_set)} images, fewer than "
+        after = f" (after leaving out {n_left_out} that cannot be decoded)" if n_left_out else ""
+        raise UserError(f"train.split {cfg.train.split} has {len(train_set)} images{after}, fewer than "
                         f"train.batch_size={cfg.train.batch_size}", every_rank=True)
-    return train_set, val_set, train_left_out + val_left_out
+    return train_set, val_set
 
 
-def restore_training_state(state, model, optimizer, scaler, ctx):
+def restore_training_state(state, model, optimizer, scaler, ctx, n_train_images, path):
     """Load a resumable checkpoint into the live objects -> the step it was saved at."""
+    saved_images = state.get("n_train_images", n_train_images)
+    if saved_images != n_train_images:  # the global batches would be other images than the run's so far
+        raise UserError(f"checkpoint {path} was trained on {saved_images} images of train.split but this run "
+                        f"has {n_train_images} (images added, removed, or left out by dataset.skip_undecodable); "
+                        f"restore them, or pass --restart", every_rank=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
@@ -234,15 +251,21 @@ def train(ctx, config_dict, resume="auto"):
         prepare_dataset(cfg)
     distributed.barrier()
     voc.check_voc_root(cfg.dataset.root_dir)
+    splits = read_splits(cfg)
+    undecodable_list = os.path.join(work_dir, UNDECODABLE_LIST)
     if ctx.is_main:  # fail now, not after hours, when the outputs cannot be written
-        ensure_writable_dir(os.path.join(work_dir, "checkpoints"), "exp.work_dir")
-        remove_stale_temporaries(os.path.join(work_dir, "checkpoints"))  # of a killed save
-        ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.exp.checkpoint)), "exp.checkpoint")
-    configure_determinism(cfg.train.seed, cfg.train.deterministic)
-
-    train_set, val_set, left_out = build_datasets(cfg, ctx)
+        for folder, key in ((work_dir, "exp.work_dir"), (os.path.join(work_dir, "checkpoints"), "exp.work_dir"),
+                            (os.path.dirname(os.path.abspath(cfg.exp.checkpoint)), "exp.checkpoint")):
+            prepare_output_dir(folder, key)
+        if os.path.exists(undecodable_list):
+            os.remove(undecodable_list)  # of an earlier run; this run writes its own
+    left_out = []
+    if cfg.get("dataset.skip_undecodable"):
+        splits, left_out = leave_out_undecodable(cfg, splits, ctx)
     if ctx.is_main and left_out:
-        save_text(os.path.join(work_dir, UNDECODABLE_LIST), "".join(name + "\n" for name in left_out))
+        save_text(undecodable_list, "".join(name + "\n" for name in left_out))
+    configure_determinism(cfg.train.seed, cfg.train.deterministic)
+    train_set, val_set = build_datasets(cfg, splits, len(left_out))
     sampler = GlobalBatchSampler(len(train_set), cfg.train.batch_size, ctx.rank, ctx.world_size, cfg.train.seed)
     loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.train.num_workers, pin_memory=device.type == "cuda",
@@ -261,7 +284,7 @@ def train(ctx, config_dict, resume="auto"):
     step, saved_step = 0, None  # saved_step: the step of the checkpoint at last_path, if this run has one
     if start is not None:
         resumed_from, state = start
-        step = restore_training_state(state, model, optimizer, scaler, ctx)
+        step = restore_training_state(state, model, optimizer, scaler, ctx, len(train_set), resumed_from)
         saved_step = step if resumed_from == last_path else None
         if ctx.is_main:
             print(f"resuming {resumed_from} at step {step} of {max_step}")
@@ -279,7 +302,8 @@ def train(ctx, config_dict, resume="auto"):
         nonlocal saved_step
         states = distributed.all_gather_objects(rng_state())  # a collective: every rank calls it
         if ctx.is_main:
-            save_training_state(path, model, optimizer, scaler, config_dict, step, step // steps_per_epoch, states)
+            save_training_state(path, model, optimizer, scaler, config_dict, step, step // steps_per_epoch, states,
+                                n_train_images=len(train_set))
         saved_step = step
 
     log = TrainLog(work_dir, ctx.is_main, cfg.train.tensorboard, start_step=step)

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from datasets import transforms as T
 from tools.errors import UserError
-from tools.io import save_image
+from tools.io import missing_files, save_image
 
 CLASS_NAMES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -83,7 +83,7 @@ def read_split(root, split_path, split_key):
     """The names of a split file whose images all exist under <root>/JPEGImages (else one error that
     counts the missing ones and names the first few)."""
     names = read_name_list(split_path)
-    missing = [name for name in names if not os.path.isfile(image_path(root, name))]
+    missing = missing_files(names, os.path.join(root, "JPEGImages"), ".jpg")
     if missing:
         raise UserError(f"{split_key} {split_path} names {len(missing)} of {len(names)} images that are not in "
                         f"{os.path.join(root, 'JPEGImages')}, e.g. {', '.join(missing[:3])}; "
@@ -91,9 +91,12 @@ def read_split(root, split_path, split_key):
     return names
 
 
-def is_decodable(path):
+def decodes(reader, path):
+    """True when `path` exists and `reader` (read_label / read_image) decodes it."""
+    if not os.path.exists(path):
+        return False
     try:
-        read_image(path)
+        reader(path)
         return True
     except UserError:
         return False
@@ -125,16 +128,18 @@ def image_path(root, name):
     return os.path.join(root, "JPEGImages", name + ".jpg")
 
 
-def read_image(path):
-    """An RGB image as a uint8 (H, W, 3) array."""
+SKIP_HINT = "or set dataset.skip_undecodable=true to leave such images out of training"
+
+
+def read_image(path, advice="replace or remove it"):
+    """An RGB image as a uint8 (H, W, 3) array; `advice` ends the message when it cannot be decoded."""
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError:
         raise UserError(f"image {path} does not exist") from None
     except Exception as error:
-        raise UserError(f"image {path} cannot be decoded ({type(error).__name__}); replace or remove it "
-                        f"(training leaves such images out with dataset.skip_undecodable=true)") from None
+        raise UserError(f"image {path} cannot be decoded ({type(error).__name__}); {advice}") from None
 
 
 def image_size(path):
@@ -187,7 +192,7 @@ class ClassificationDataset(Dataset):
     def __getitem__(self, index):
         name = self.names[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        image = read_image(image_path(self.root, name))
+        image = read_image(image_path(self.root, name), f"replace or remove it, {SKIP_HINT}")
         if self.resize_long:
             image = T.random_resize_long(image, *self.resize_long, rng)
         if self.hflip:

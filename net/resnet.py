@@ -25,6 +25,7 @@ class FixedBatchNorm2d(nn.BatchNorm2d):
 # which keeps the scripts' start (and their config errors) two seconds quicker.
 BACKBONES = {"resnet50": ("resnet50", "ResNet50_Weights"), "resnet101": ("resnet101", "ResNet101_Weights")}
 FEATURE_DIM = 2048
+LAYER3_BLOCKS = {"resnet50": 6, "resnet101": 23}  # residual blocks of layer3: what tells the two apart in a state dict
 
 
 def _imagenet_state_dict(weights):

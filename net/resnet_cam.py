@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from net.pooling import POOLS
-from net.resnet import FEATURE_DIM, build_resnet
+from net.resnet import FEATURE_DIM, LAYER3_BLOCKS, build_resnet
 from net.vwe import MemoryBankCodebook, VisualWordEncoder, decorrelation_loss, word_histogram, word_targets
 from tools.errors import UserError
 from tools.io import save_torch
@@ -166,8 +166,8 @@ def _is_authors_format(state_dict):
 def authors_codebook_kind(state_dict):
     """'learned' (VWE, VWL-L: a VWE.centroid parameter) or 'memory_bank' (VWL-M: no codebook tensor)."""
     has_centroid = any(key.endswith("centroid") for key in state_dict)
-    has_word_head = "fc_b.weight" in state_dict or "newly_added.2.weight" in state_dict
-    return "memory_bank" if has_word_head and not has_centroid else "learned"
+    has_word_classifier = "fc_b.weight" in state_dict  # registered under this name in every layout
+    return "memory_bank" if has_word_classifier and not has_centroid else "learned"
 
 
 def convert_authors_state_dict(state_dict, codebook_kind="learned"):
@@ -241,13 +241,11 @@ def read_checkpoint(path):
     return state_dict, config
 
 
-_RESNET_BY_LAYER3_BLOCKS = {6: "resnet50", 23: "resnet101"}
-
-
 def _describe(state_dict):
     """The model settings a state dict (our names) was saved with, as far as its tensors tell."""
     layer3_blocks = {key.split(".")[2] for key in state_dict if key.startswith("backbone.layer3.")}
-    settings = {"model.backbone": _RESNET_BY_LAYER3_BLOCKS.get(len(layer3_blocks))}
+    by_blocks = {blocks: name for name, blocks in LAYER3_BLOCKS.items()}
+    settings = {"model.backbone": by_blocks.get(len(layer3_blocks))}
     if "word_classifier.weight" not in state_dict:
         settings["model.vwe"] = False
         return settings
@@ -270,8 +268,9 @@ def _settings_hint(file_state, model_state):
     return "the file was saved with " + ", ".join(changes) + "; set those in the config"
 
 
-def load_checkpoint(model, path):
-    """Strictly load weights into `model`; missing, unexpected or mis-shaped tensors are named. Returns the config."""
+def load_checkpoint(model, path, verbose=True):
+    """Strictly load weights into `model`; missing, unexpected or mis-shaped tensors are named. Returns the config.
+    verbose=False silences the note on a VWL-M file without its codebook (ranks other than 0)."""
     state_dict, config = read_checkpoint(path)
     expected = model.state_dict()
     missing = [key for key in expected if key not in state_dict]
@@ -279,8 +278,9 @@ def load_checkpoint(model, path):
     if codebook_absent:
         # the authors' VWL-M weights without their codebook file: the CAMs do not need it
         missing = []
-        print(f"note: {path} comes without a codebook ({authors_codebook_path(path)} is not there); "
-              f"CAMs do not use it, and training from these weights would draw a new one", file=sys.stderr)
+        if verbose:
+            print(f"note: {path} comes without a codebook ({authors_codebook_path(path)} is not there); "
+                  f"the memory bank stays uninitialised, which CAMs do not need", file=sys.stderr)
     unexpected = [key for key in state_dict if key not in expected]
     mis_shaped = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(tensor.shape)}"
                   for key, tensor in expected.items() if key in state_dict and state_dict[key].shape != tensor.shape]

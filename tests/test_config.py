@@ -42,7 +42,8 @@ def test_unknown_keys_are_named_with_a_suggestion():
         load_config("configs/voc.yaml", ["cam.bkgscor=0.1"])
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load_config("configs/voc.yaml", ["cam.bkgscore"])
-    with pytest.raises(ConfigError, match="expects a value like"):
+    with pytest.raises(ConfigError, match=r"config key train.batch_size must be a positive integer, got 'big' "
+                                          r"\(override train.batch_size=big on configs/voc.yaml\)"):
         load_config("configs/voc.yaml", ["train.batch_size=big"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("configs/nope.yaml")
@@ -189,3 +190,15 @@ def test_a_config_without_newer_keys_still_loads(tmp_path):
     cfg = load_config(str(tmp_path / "old.yaml"))
     assert cfg.get("dataset.skip_undecodable") is None and cfg.get("model.codebook", "learned") == "learned"
     assert cfg.train.amp is False and cfg.exp.checkpoint == "w/checkpoints/final.pth"
+
+
+def test_an_override_may_set_a_known_key_the_file_leaves_out(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("dataset:\n  root_dir: /data/VOC2012\nmodel:\n  k_words: 8\n")
+    cfg = load_config(str(old), ["dataset.skip_undecodable=true", "model.codebook=memory_bank", "train.opt.lr=0.1"])
+    assert cfg.dataset.skip_undecodable is True and cfg.model.codebook == "memory_bank"
+    assert cfg.train.opt.lr == 0.1 and cfg.model.k_words == 8
+    with pytest.raises(ConfigError, match="config key dataset.skip_undecodable must be true or false"):
+        load_config(str(old), ["dataset.skip_undecodable=1"])
+    with pytest.raises(ConfigError, match=r"unknown config key model.codebok.*did you mean model.codebook\?"):
+        load_config(str(old), ["model.codebok=learned"])

@@ -13,6 +13,7 @@ import torch
 from datasets import synthetic, voc
 from datasets.sampler import GlobalBatchSampler
 from tools import distributed
+from tools.io import TEMP_SUFFIX
 from tools.optim import poly_lr
 
 TINY = {"n_train_aug": 16, "n_train": 6, "n_val": 4, "min_size": 40, "max_size": 60, "seed": 5}
@@ -285,7 +286,7 @@ def test_sigkill_during_inference_leaves_whole_files_and_the_next_run_cleans_up(
     assert 0 < len(written) < 16, "the run finished before it could be killed"
     for name in written:
         np.load(cams / name, allow_pickle=True).item()  # a CAM file is whole or absent
-    stale = cams / f".{written[0]}.killed.tmp"  # what a kill in the middle of atomic_open leaves behind
+    stale = cams / f".{written[0]}.k1ll3d{TEMP_SUFFIX}"  # what a kill in the middle of atomic_open leaves behind
     stale.write_bytes(b"half a file")
 
     result = run(repo_root, *command)

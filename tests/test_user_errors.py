@@ -132,7 +132,8 @@ def test_undecodable_images_are_left_out_when_the_config_says_so(repo_root, voc_
     result = run(repo_root, *stage("train_cam.py", voc_copy, tmp_path / "work", *TRAIN_OVERRIDES,
                                    "dataset.skip_undecodable=true"))
     out = assert_ok(result)
-    assert f"left out 1 of the 4 train.split images that cannot be decoded (dataset.skip_undecodable): {names[1]}" in out
+    assert ("left out 1 of the 6 images of train.split and val.split that cannot be decoded "
+            f"(dataset.skip_undecodable): {names[1]}") in out
     assert "1 images that cannot be decoded were left out" in out
     assert (tmp_path / "work" / "undecodable_images.txt").read_text() == names[1] + "\n"
     assert (tmp_path / "work" / "checkpoints" / "final.pth").exists()
@@ -324,7 +325,16 @@ def test_run_sh_stops_at_the_first_failing_stage(repo_root, tmp_path):
 
 
 def test_a_wrong_dataset_root_creates_no_output_folder(repo_root, tmp_path):
-    for script in ("train_cam.py", "infer_cam.py"):
+    for script in ("train_cam.py", "infer_cam.py", "eval_cam.py"):
         result = run(repo_root, *stage(script, tmp_path / "nowhere", tmp_path / "work"))
-        assert_clean_error(result, "nowhere does not exist")
+        assert_clean_error(result, "nowhere", "does not exist")  # eval names the split file inside it
     assert not (tmp_path / "work").exists()
+
+
+def test_resuming_on_fewer_images_is_refused(repo_root, voc_copy, tmp_path):
+    command = stage("train_cam.py", voc_copy, tmp_path / "work", *TRAIN_OVERRIDES, "train.tensorboard=false")
+    assert_ok(run(repo_root, *command))
+    name = first_name(voc_copy)
+    (voc_copy / "JPEGImages" / f"{name}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    result = run(repo_root, *command, "dataset.skip_undecodable=true")
+    assert_clean_error(result, "last.pth was trained on 4 images of train.split but this run has 3", "--restart")

@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-from tools.config_schema import ConfigError, closest_hint, validate
+from tools.config_schema import SCHEMA, ConfigError, closest_hint, validate
 
 
 class Config:
@@ -54,25 +54,6 @@ def _closest_hint(key, data):
     return closest_hint(key, _all_keys(data))
 
 
-def _kind(value):
-    if value is None or isinstance(value, bool):
-        return value if value is None else "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return "list" if isinstance(value, (list, tuple)) else type(value).__name__
-
-
-# Kinds an override may swap: model.pretrained takes true/false or a path; a number key may
-# take a list and back (cam.bkgscore=[0.1,0.2] for a threshold sweep).
-_INTERCHANGEABLE = ({"bool", "str"}, {"number", "list"})
-
-
-def _type_fits(old, new):
-    """An override must keep the kind of value the config holds (null fits anything)."""
-    kinds = {_kind(old), _kind(new)}
-    return None in kinds or len(kinds) == 1 or any(kinds <= group for group in _INTERCHANGEABLE)
-
-
 _SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
 
 
@@ -91,16 +72,14 @@ def apply_override(data, assignment):
     node = data
     parts = key.split(".")
     for depth, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"unknown config key {key}{_closest_hint(key, data)}")
+        if not isinstance(node, dict) or (part not in node and ".".join(parts[:depth + 1]) not in SCHEMA):
+            raise ConfigError(f"unknown config key {key}{closest_hint(key, SCHEMA)}")
         if depth == len(parts) - 1:
-            if isinstance(node[part], dict) and value is not None:  # null switches a section off
+            if isinstance(node.get(part), dict) and value is not None:  # null switches a section off
                 raise ConfigError(f"config key {key} is a section; set one of its keys, e.g. {key}.{next(iter(node[part]), 'x')}=...")
-            if not _type_fits(node[part], value):
-                raise ConfigError(f"config key {key} expects a value like {node[part]!r}, got {value!r}")
-            node[part] = value
+            node[part] = value  # its type and range are checked with the whole config (config_schema.validate)
         else:
-            node = node[part]
+            node = node.setdefault(part, {})  # a known section the file leaves out
 
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")

@@ -27,7 +27,7 @@ from datasets import voc  # noqa: E402
 from tools.cam import load_cam_file  # noqa: E402
 from tools.cli import build_parser, parse_config, run_main  # noqa: E402
 from tools.errors import UserError  # noqa: E402
-from tools.io import ensure_writable_dir, save_image  # noqa: E402
+from tools.io import prepare_output_dir, save_image  # noqa: E402
 from tools.pseudo_labels import cam_path, label_colours, label_options, pseudo_label, read_image_like  # noqa: E402
 
 HEATMAP = "jet"
@@ -134,9 +134,9 @@ def draw_cams(cfg, names, crf=False, height=None, out=None):
         raise UserError(f"--height must be at least 8 pixels, got {height}")
     voc.check_voc_root(cfg.dataset.root_dir)
     if out:
-        ensure_writable_dir(os.path.dirname(os.path.abspath(out)), "--out")
+        prepare_output_dir(os.path.dirname(os.path.abspath(out)), "--out")
     else:
-        ensure_writable_dir(cfg.labels.picture_dir, "labels.picture_dir")
+        prepare_output_dir(cfg.labels.picture_dir, "labels.picture_dir")
     rows = [picture_row_of(cfg, name, bkgscore, crf_params, height) for name in names]
     if out:
         save_image(out, one_above_another(rows), optimize=True)

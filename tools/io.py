@@ -17,8 +17,18 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.E
                    errno.ENOTDIR, errno.EEXIST}
 
 
-def _storage_error(path, error, action="write"):
-    return UserError(f"cannot {action} {path} ({error.strerror or error}); free disk space, fix the folder's "
+# The names of atomic_open's temporary files (and of the write probe) end with this, so that the
+# leftovers of a killed run can be told from anybody else's files and deleted.
+TEMP_SUFFIX = ".partial.tmp"
+
+
+def is_storage_error(error):
+    return isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS
+
+
+def storage_error(path, error):
+    """An OSError of the storage while writing `path` -> the UserError that says so."""
+    return UserError(f"cannot write {path} ({error.strerror or error}); free disk space, fix the folder's "
                      f"permissions or choose another output folder (no partial file was left)")
 
 
@@ -33,9 +43,9 @@ def atomic_open(path, mode="wb"):
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
     except OSError as error:
-        raise _storage_error(path, error) from None
+        raise storage_error(path, error) from None
     try:
         os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give the result the usual permissions
         with os.fdopen(fd, mode) as handle:
@@ -46,35 +56,27 @@ def atomic_open(path, mode="wb"):
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
-        if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
-            raise _storage_error(path, error) from None
+        if is_storage_error(error):
+            raise storage_error(path, error) from None
         raise
 
 
-def remove_stale_temporaries(folder):
-    """Delete the temporary files atomic_open left in `folder` when a process was killed (SIGKILL, power
-    loss) mid-write; call it before any process writes there again. Returns how many were removed."""
-    if not os.path.isdir(folder):
-        return 0
-    removed = 0
-    for name in os.listdir(folder):
-        if name.startswith(".") and name.endswith(".tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, name))
-                removed += 1
-    return removed
-
-
-def ensure_writable_dir(folder, key):
-    """Create `folder` if needed and check a file can be written there, before any long work starts."""
+def prepare_output_dir(folder, key):
+    """Before a stage writes into `folder` (named by config key `key`): create it, check a file can be
+    written there (so a long run does not fail at its end), and delete the temporary files a killed
+    run (SIGKILL, power loss) left in it mid-write. Call it before any process writes there."""
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write_test.")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write_test.", suffix=TEMP_SUFFIX)
         os.close(fd)
         os.remove(probe)
     except OSError as error:
         raise UserError(f"{key}: cannot write in {folder} ({error.strerror or error}); fix its permissions "
                         f"or choose another folder") from None
+    for name in os.listdir(folder):
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,8 +99,9 @@ def save_npy(path, value, allow_pickle=False):
 
 
 def save_torch(path, value):
-    """torch.save, atomically. The bytes are made in memory first: torch's own writer reports a
-    failed write (full disk) as a bare RuntimeError, our write as the OSError it is."""
+    """torch.save, atomically. The bytes are made in memory first (a checkpoint's size of extra RAM,
+    briefly): torch's own writer reports a failed write (full disk) as a bare RuntimeError, our write
+    as the OSError it is."""
     import torch
 
     buffer = io.BytesIO()

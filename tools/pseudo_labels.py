@@ -31,7 +31,7 @@ from tools.cam import CAM_SETTINGS_FILE, load_cam_file  # noqa: E402
 from tools.cli import build_parser, parse_config, run_main  # noqa: E402
 from tools.crf import check_crf_params, crf_label  # noqa: E402
 from tools.errors import UserError  # noqa: E402
-from tools.io import ensure_writable_dir, missing_files, remove_stale_temporaries, save_image, save_json, settings_changes  # noqa: E402
+from tools.io import missing_files, prepare_output_dir, save_image, save_json, settings_changes  # noqa: E402
 from tools.metrics import cam_to_label  # noqa: E402
 from tools.parallel import imap_unordered, worker_count  # noqa: E402
 
@@ -100,17 +100,6 @@ def read_image_like(root, name, high_res, cam_dir):
     return image
 
 
-def decodes(reader, path):
-    """True when `path` exists and `reader` (voc.read_label / voc.read_image) decodes it."""
-    if not os.path.exists(path):
-        return False
-    try:
-        reader(path)
-        return True
-    except UserError:
-        return False
-
-
 def label_settings(cam_dir, bkgscore, crf_params, overlay_dir):
     """What the label files depend on: the CAM folder and the settings that made it, bkgscore, the CRF."""
     cam_manifest = os.path.join(cam_dir, CAM_SETTINGS_FILE)
@@ -160,7 +149,7 @@ def make_label_files(job, name):
     outputs = [(voc.read_label, label_file)] + ([(voc.read_image, overlay_file)] if overlay_file else [])
     status = "written"
     if not job["overwrite"]:
-        done = [decodes(reader, path) for reader, path in outputs]
+        done = [voc.decodes(reader, path) for reader, path in outputs]
         if all(done):
             return "skipped"
         if any(os.path.exists(path) and not ok for (_, path), ok in zip(outputs, done)):
@@ -189,8 +178,7 @@ def make_pseudo_labels(cfg):
         voc.check_voc_root(cfg.dataset.root_dir)
     for folder, key in ((label_dir, "labels.dir"), (overlay_dir, "labels.overlay_dir")):
         if folder:
-            ensure_writable_dir(folder, key)
-            remove_stale_temporaries(folder)  # of a killed run
+            prepare_output_dir(folder, key)
 
     settings = label_settings(cam_dir, bkgscore, crf_params, overlay_dir)
     overwrite = bool(cfg.labels.overwrite)

@@ -65,10 +65,11 @@ def config_differences(saved, current, keys=RESULT_KEYS):
     return differences
 
 
-def save_training_state(path, model, optimizer, scaler, config, step, epoch, rng_states):
-    """Everything needed to continue: weights, optimizer and scaler state, position, RNG states (one per rank), config."""
+def save_training_state(path, model, optimizer, scaler, config, step, epoch, rng_states, **extra):
+    """Everything needed to continue: weights, optimizer and scaler state, position, RNG states (one per
+    rank), config, and `extra` (e.g. the number of training images)."""
     save_checkpoint(path, model, config, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                    step=step, epoch=epoch, rng=rng_states)
+                    step=step, epoch=epoch, rng=rng_states, **extra)
 
 
 def read_training_state(path):
