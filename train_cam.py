@@ -26,7 +26,7 @@ from tools import distributed
 from tools.cli import build_parser, parse_config, run_main
 from tools.config import Config
 from tools.errors import UserError
-from tools.io import is_storage_error, prepare_output_dir, save_text, storage_error
+from tools.io import prepare_output_dir, save_text, storage_errors_named
 from tools.parallel import imap_unordered
 from tools.optim import build_optimizer, set_poly_lr
 from tools.precision import amp_dtype, autocast
@@ -168,13 +168,9 @@ class TrainLog:
     def write(self, record):
         if self.jsonl is None:
             return
-        try:
+        with storage_errors_named(self.path):  # on a full disk; the cut line is dropped on resume (_logged_step)
             self.jsonl.write(json.dumps(record) + "\n")
             self.jsonl.flush()
-        except OSError as error:  # a full disk: a cut line is dropped on resume (_logged_step)
-            if is_storage_error(error):
-                raise storage_error(self.path, error) from None
-            raise
         if self.tensorboard is not None:
             for key, value in record.items():
                 if key.startswith(("loss_", "val_")) or key == "images_per_s":
@@ -357,7 +353,7 @@ def train(ctx, config_dict, resume="auto"):
         print(f"saved {cfg.exp.checkpoint}")
         if left_out:
             print(f"{len(left_out)} images that cannot be decoded were left out; their names are in "
-                  f"{os.path.join(work_dir, UNDECODABLE_LIST)}")
+                  f"{undecodable_list}")
     return model
 
 

@@ -63,12 +63,17 @@ def decorrelation_loss(codebook: torch.Tensor) -> torch.Tensor:
     return 0.5 * (torch.linalg.matrix_norm(gram) - torch.linalg.vector_norm(torch.diagonal(gram)))
 
 
+def _feature_vectors(features: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) feature maps -> (N * h * w, D) detached float32 vectors, one per position."""
+    return features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
+
+
 @torch.no_grad()
 def features_per_word(features: torch.Tensor, words: torch.Tensor, k_words: int):
     """Sum and count of the feature vectors each word wins: features (N, D, h, w), words (N, h, w)
     argmax word ids -> (sums (K, D), counts (K,)), float32. Sums and counts (not means) add up over
     processes, so an all-reduce of both gives the means of the whole global batch."""
-    vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
+    vectors = _feature_vectors(features)
     one_hot = F.one_hot(words.reshape(-1), k_words).float()
     return one_hot.T @ vectors, one_hot.sum(dim=0)
 
@@ -85,7 +90,7 @@ def ema_codebook(codebook: torch.Tensor, sums: torch.Tensor, counts: torch.Tenso
 def sample_codebook(features: torch.Tensor, k_words: int, generator: torch.Generator = None) -> torch.Tensor:
     """VWL-M's first codebook: K feature vectors of the batch (N, D, h, w) drawn at random (with
     replacement, as there may be fewer vectors than words) -> (K, D)."""
-    vectors = features.detach().permute(0, 2, 3, 1).reshape(-1, features.shape[1]).float()
+    vectors = _feature_vectors(features)
     index = torch.randint(len(vectors), (k_words,), generator=generator, device="cpu").to(vectors.device)
     return vectors[index].clone()
 

@@ -251,11 +251,17 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(repo_root, single_run):
     assert all(torch.equal(result[key], reference[key]) for key in reference)
 
 
+def long_inference(root, cams):
+    """Inference of the 16 train_aug images at 4 scales with the single run's weights: long enough to
+    interrupt after the first files."""
+    return stage("infer_cam.py", root, "single", f"exp.checkpoint={root / 'single/checkpoints/final.pth'}",
+                 f"exp.cam_dir={cams}", f"cam.split={root / 'voc/train_aug.txt'}", "cam.scales=[1.0,0.5,1.5,2.0]")
+
+
 def test_ctrl_c_during_inference_leaves_whole_files_and_the_next_run_continues(repo_root, single_run):
     root = single_run
     cams = root / "cams_interrupted"
-    command = stage("infer_cam.py", root, "single", f"exp.checkpoint={root / 'single/checkpoints/final.pth'}",
-                    f"exp.cam_dir={cams}", f"cam.split={root / 'voc/train_aug.txt'}", "cam.scales=[1.0,0.5,1.5,2.0]")
+    command = long_inference(root, cams)
     process = start(repo_root, command)
     wait_for(lambda: cams.exists() and cam_files(cams), process)
     process.send_signal(signal.SIGINT)
@@ -276,8 +282,7 @@ def test_ctrl_c_during_inference_leaves_whole_files_and_the_next_run_continues(r
 def test_sigkill_during_inference_leaves_whole_files_and_the_next_run_cleans_up(repo_root, single_run):
     root = single_run
     cams = root / "cams_killed"
-    command = stage("infer_cam.py", root, "single", f"exp.checkpoint={root / 'single/checkpoints/final.pth'}",
-                    f"exp.cam_dir={cams}", f"cam.split={root / 'voc/train_aug.txt'}", "cam.scales=[1.0,0.5,1.5,2.0]")
+    command = long_inference(root, cams)
     process = start(repo_root, command)
     wait_for(lambda: cams.exists() and len(cam_files(cams)) >= 2, process)
     process.send_signal(signal.SIGKILL)  # no handler runs: whatever was mid-write stays a hidden temporary

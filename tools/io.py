@@ -22,14 +22,17 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.E
 TEMP_SUFFIX = ".partial.tmp"
 
 
-def is_storage_error(error):
-    return isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS
-
-
-def storage_error(path, error):
-    """An OSError of the storage while writing `path` -> the UserError that says so."""
-    return UserError(f"cannot write {path} ({error.strerror or error}); free disk space, fix the folder's "
-                     f"permissions or choose another output folder (no partial file was left)")
+@contextlib.contextmanager
+def storage_errors_named(path):
+    """An OSError of the storage (full disk, permissions, file size limit) while writing `path`
+    becomes a UserError that names `path`; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRNOS:
+            raise
+        raise UserError(f"cannot write {path} ({error.strerror or error}); free disk space, fix the folder's "
+                        f"permissions or choose another output folder (no partial file was left)") from None
 
 
 @contextlib.contextmanager
@@ -41,24 +44,20 @@ def atomic_open(path, mode="wb"):
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    try:
+    with storage_errors_named(path):
         os.makedirs(folder, exist_ok=True)
         fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
-    except OSError as error:
-        raise storage_error(path, error) from None
-    try:
-        os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give the result the usual permissions
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        if is_storage_error(error):
-            raise storage_error(path, error) from None
-        raise
+        try:
+            os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give the result the usual permissions
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_path, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp_path)
+            raise
 
 
 def prepare_output_dir(folder, key):

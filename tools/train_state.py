@@ -56,9 +56,10 @@ def _flatten(value, prefix):
 def config_differences(saved, current, keys=RESULT_KEYS):
     """['train.max_epochs: 5 -> 6', ...] for the result-changing settings that differ between two config dicts."""
     differences = []
+    saved, current = Config(saved), Config(current)
     for key in keys:
-        old = dict(_flatten(Config(saved).get(key), key))
-        new = dict(_flatten(Config(current).get(key), key))
+        old = dict(_flatten(saved.get(key), key))
+        new = dict(_flatten(current.get(key), key))
         for name in sorted(set(old) | set(new)):
             if old.get(name) != new.get(name):
                 differences.append(f"{name}: {old.get(name)!r} -> {new.get(name)!r}")
