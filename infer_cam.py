@@ -9,43 +9,28 @@ exists and loads are skipped (an interrupted run continues), provided cam_settin
 folder shows the same checkpoint, scales and AMP; --overwrite redoes every image.
 """
 import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
-from datasets import voc
-from net.resnet_cam import Net, load_checkpoint
-from tools import distributed
-from tools.cam import CAM_SETTINGS_FILE, load_cam_file, multiscale_cam_record
-from tools.cli import build_parser, parse_config, run_main
-from tools.config import Config
-from tools.errors import UserError
-from tools.io import prepare_output_dir, save_json, save_npy, settings_changes
-from tools.precision import amp_dtype
-from tools.stopping import GracefulStop, ignore_interrupts
+from datasets import build_source
+from datasets.classification import MultiScaleDataset
+from engine import distributed
+from engine.cli import build_parser, parse_config
+from engine.config import Config
+from engine.errors import run_main
+from engine.files import save_npy
+from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
+from engine.precision import amp_dtype
+from net.classifier import VWEClassifier
+from net.classifier_weights import load_checkpoint
+from wsss.cam import CAM_SETTINGS_FILE, load_cam_file, multiscale_cam_record
+from wsss.schema import DEFAULT_CONFIG, SCHEMA
 
-PENDING_WRITES = 8  # CAM records waiting for the writer thread, at most
 
-
-def load_model(cfg, device, memory_format=torch.contiguous_format, verbose=True):
-    model = Net.from_config(cfg.model, n_classes=cfg.dataset.n_classes, pretrained=False)
+def load_model(cfg, n_classes, device, memory_format=torch.contiguous_format, verbose=True):
+    model = VWEClassifier.from_config(cfg.model, n_classes=n_classes, pretrained=False)
     load_checkpoint(model, cfg.exp.checkpoint, verbose)
     return model.to(device).to(memory_format=memory_format).eval()
-
-
-def needs_cam(path, overwrite):
-    """False when `path` already holds a complete CAM file (resume); a corrupt one is reported and redone."""
-    if overwrite or not os.path.exists(path):
-        return True
-    try:
-        load_cam_file(path)
-        return False
-    except UserError as error:
-        print(f"note: {error}; redoing it")
-        return True
 
 
 def cam_settings(cfg):
@@ -57,68 +42,40 @@ def cam_settings(cfg):
             "scales": list(cfg.cam.scales), "amp": amp}
 
 
-def check_cam_folder(cam_dir, settings, overwrite):
-    """Existing CAM files are reused only if they were made with the same settings (else they would mix)."""
-    changed = [] if overwrite else settings_changes(os.path.join(cam_dir, CAM_SETTINGS_FILE), settings)
-    if changed:
-        raise UserError(f"{cam_dir} holds CAMs made with other settings ({'; '.join(changed[:2])}); "
-                        f"pass --overwrite to redo them, or set another exp.cam_dir", every_rank=True)
-
-
 def infer(ctx, config_dict):
     """Write the CAM files of this process's share of the images (every world_size-th name)."""
     cfg = Config(config_dict)
     autocast_dtype = amp_dtype(cfg.cam.amp, "cam.amp")
     memory_format = torch.channels_last if cfg.cam.channels_last else torch.contiguous_format
-    voc.check_voc_root(cfg.dataset.root_dir)
-    names = voc.read_split(cfg.dataset.root_dir, cfg.cam.split, "cam.split")
-    labels = voc.labels_for(names, voc.load_cls_labels(cfg.dataset.cls_labels), cfg.dataset.cls_labels)
+    source = build_source(cfg)
+    source.check_root()
+    names = source.read_split(cfg.cam.split, "cam.split")
+    labels = source.labels_for(names)
+    model = load_model(cfg, source.n_classes, ctx.device, memory_format, verbose=ctx.is_main)
+
     cam_dir = cfg.exp.cam_dir
-    if ctx.is_main:
-        prepare_output_dir(cam_dir, "exp.cam_dir")  # no process writes here before the barrier below
-    model = load_model(cfg, ctx.device, memory_format, verbose=ctx.is_main)
-    settings = cam_settings(cfg)
-    check_cam_folder(cam_dir, settings, cfg.cam.overwrite)
-    distributed.barrier()  # every rank has read the old manifest before rank 0 replaces it
-    if ctx.is_main:
-        save_json(os.path.join(cam_dir, CAM_SETTINGS_FILE), settings)
+    runner = PerImageRunner(ctx, PerImageOutputs(
+        folders=[OutputFolder(cam_dir, "exp.cam_dir", "CAM files")], manifest=CAM_SETTINGS_FILE,
+        settings=cam_settings(cfg), outputs=lambda name: [(os.path.join(cam_dir, name + ".npy"), load_cam_file)],
+        overwrite=cfg.cam.overwrite))
+    runner.start(names)
 
-    share = range(ctx.rank, len(names), ctx.world_size)
-    todo = [index for index in share if needs_cam(os.path.join(cam_dir, names[index] + ".npy"), cfg.cam.overwrite)]
-    dataset = Subset(voc.MultiScaleDataset(cfg.dataset.root_dir, names, labels, cfg.cam.scales), todo)
-    loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=cfg.cam.num_workers,
-                        pin_memory=ctx.device.type == "cuda", worker_init_fn=ignore_interrupts)
-    done = 0
-    # Saving (pickling, fsync) runs on a thread so the device never waits for the disk.
-    with GracefulStop() as stop, ThreadPoolExecutor(max_workers=1) as writer:
-        pending = []
-        for sample in tqdm(loader, desc="cams", dynamic_ncols=True, disable=not ctx.is_main):
-            record = multiscale_cam_record(model, sample["img"], sample["label"], tuple(sample["size"]), ctx.device,
-                                           autocast_dtype, memory_format)
-            pending.append(writer.submit(save_npy, os.path.join(cam_dir, sample["name"] + ".npy"), record,
-                                         allow_pickle=True))
-            if len(pending) >= PENDING_WRITES:
-                pending.pop(0).result()
-                done += 1
-            if stop.requested:
-                break
-        for future in pending:  # every file started is finished: the folder holds only whole CAM files
-            future.result()
-            done += 1
-    if stop.requested:
-        print(f"stopped by {stop.signal_name}: {done} CAM files written by this process; run the same command "
-              f"to continue", file=sys.stderr, flush=True)
-        raise SystemExit(stop.exit_code)
+    def compute(sample):
+        return multiscale_cam_record(model, sample["img"], sample["label"], tuple(sample["size"]), ctx.device,
+                                     autocast_dtype, memory_format)
 
-    written, skipped = distributed.all_reduce_sum(torch.tensor([len(todo), len(share) - len(todo)], device=ctx.device)).tolist()
-    if ctx.is_main:
-        print(f"wrote {written} CAM files to {cam_dir}" + (f" ({skipped} already done, skipped)" if skipped else ""))
+    def save(sample, record):
+        save_npy(os.path.join(cam_dir, sample["name"] + ".npy"), record, allow_pickle=True)
+
+    runner.run(MultiScaleDataset(source, names, labels, cfg.cam.scales), cfg.cam.num_workers, compute, save,
+               desc="cams")
+    runner.finish()
 
 
 def main(argv=None):
-    parser = build_parser(__doc__)
+    parser = build_parser(__doc__, DEFAULT_CONFIG)
     parser.add_argument("--overwrite", action="store_true", help="redo images whose CAM file exists (cam.overwrite)")
-    args, cfg = parse_config(parser, argv)
+    args, cfg = parse_config(parser, SCHEMA, argv)
     if args.overwrite:
         cfg.cam.overwrite = True
     distributed.launch(infer, args.gpu, cfg.to_dict())

@@ -1,7 +1,7 @@
 """Speed and memory of training and CAM inference, faithful (float32) against fast (AMP + channels_last).
 
-    python benchmarks/bench.py                 # GPU 0 at the full setting, or the CPU at the small one
-    python benchmarks/bench.py --gpu cpu --setting small --json bench.json
+    python -m benchmarks.bench                 # GPU 0 at the full setting, or the CPU at the small one
+    python -m benchmarks.bench --gpu cpu --setting small --json bench.json
 
 Data are random tensors at VOC-like sizes, so only the network and the fusion are timed (not JPEG
 decoding, which the loader's workers overlap with compute). Each measurement runs in a fresh
@@ -18,10 +18,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if __name__ == "__main__" and not __package__:
+    sys.exit("error: run the benchmark from the repository root as a module: python -m benchmarks.bench ...")
 
-import torch  # noqa: E402
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # full: the paper's training crop and batch, VOC's typical 500x375 image; small: a CPU-sized run.
 SETTINGS = {
@@ -40,10 +42,10 @@ IRNET_TRAIN_IMAGES_PER_S = 90  # IRNet's train_cam on one GPU of its time: the t
 
 
 def build_net(device, channels_last):
-    from net.resnet_cam import Net
+    from net.classifier import VWEClassifier
 
     torch.manual_seed(0)  # both modes build the same random weights (no ImageNet download needed)
-    model = Net(backbone="resnet50", pretrained=False).to(device)
+    model = VWEClassifier(backbone="resnet50", pretrained=False).to(device)
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
@@ -60,15 +62,19 @@ def synchronize(device):
 
 def measure_train(device, setting, mode):
     """Median seconds per training step (forward, three losses, backward, SGD) after warm-up."""
-    from tools.config import load_config
-    from tools.optim import build_optimizer, set_poly_lr
-    from tools.precision import AMP_DTYPES
-    from train_cam import compute_gradients
+    from engine.config import load_config
+    from engine.optim import build_sgd, set_poly_lr
+    from engine.precision import AMP_DTYPES
+    from engine.training import compute_gradients
+    from net.classifier import batch_losses
+    from wsss.schema import SCHEMA
 
     dtype = AMP_DTYPES[mode["train_amp"] or "off"]
     memory_format = torch.channels_last if mode["channels_last"] else torch.contiguous_format
     model = build_net(device, mode["channels_last"]).train()
-    optimizer = build_optimizer(model, load_config(os.path.join(ROOT, "configs/voc.yaml")).train.opt)
+    opt = load_config(os.path.join(ROOT, "configs/voc.yaml"), SCHEMA).train.opt
+    backbone, new_layers = model.param_groups()
+    optimizer = build_sgd([(backbone, 1), (new_layers, opt.new_layers_lr_mult)], opt.lr, opt.weight_decay, opt.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(setting["batch"], 3, setting["crop"], setting["crop"], generator=generator)
@@ -80,7 +86,7 @@ def measure_train(device, setting, mode):
         tic = time.perf_counter()
         set_poly_lr(optimizer, step, total)
         optimizer.zero_grad(set_to_none=True)
-        losses = compute_gradients(model, scaler, images, labels, dtype)
+        losses = compute_gradients(model, scaler, {"img": images, "label": labels}, batch_losses, device, dtype)
         scaler.step(optimizer)
         scaler.update()
         [loss.item() for loss in losses.values()]  # the training loop reads the losses every step
@@ -94,19 +100,20 @@ def synthetic_pyramids(count, height, width, scales):
     """`count` generated scenes (datasets/synthetic.py), normalised, each as [(2, 3, h, w) image + flip per scale]."""
     import numpy as np
 
-    from datasets import synthetic, voc
+    from datasets import synthetic
+    from datasets.classification import flip_pyramid
 
     rng = np.random.default_rng(2)
-    return [voc.flip_pyramid(synthetic.make_scene(rng, height, width, max_objects=3)[0], scales) for _ in range(count)]
+    return [flip_pyramid(synthetic.make_scene(rng, height, width, max_objects=3)[0], scales) for _ in range(count)]
 
 
 def measure_infer(device, setting, mode):
     """Median seconds per image for 4 scales x (image, flip) and the fusion; with AMP, also its error."""
     import numpy as np
 
-    from tools.cam import multiscale_cam_record
-    from tools.metrics import cam_to_label
-    from tools.precision import AMP_DTYPES
+    from engine.precision import AMP_DTYPES
+    from wsss.cam import multiscale_cam_record
+    from wsss.labels import cam_to_label
 
     dtype = AMP_DTYPES[mode["cam_amp"] or "off"]
     memory_format = torch.channels_last if mode["channels_last"] else torch.contiguous_format
@@ -127,14 +134,16 @@ def measure_infer(device, setting, mode):
     result = {"images_per_s": 1.0 / seconds, "seconds_per_image": seconds}
     if dtype is not None:  # how far AMP moves the CAMs from float32, on the same images
         timed = samples[setting["infer_warmup"]:]
-        reference = [multiscale_cam_record(model, pyramid, label, size, device, None, memory_format) for pyramid in timed]
+        reference = [multiscale_cam_record(model, pyramid, label, size, device, None, memory_format)
+                     for pyramid in timed]
         amp = records[setting["infer_warmup"]:]
         result["max_abs_cam_difference"] = max(float(np.abs(ref[key] - low[key]).max())
                                                for ref, low in zip(reference, amp) for key in ("cam", "high_res"))
         result["mean_abs_cam_difference"] = float(np.mean([np.abs(ref["high_res"] - low["high_res"]).mean()
                                                            for ref, low in zip(reference, amp)]))
         result["label_agreement"] = float(np.mean([
-            (cam_to_label(ref["high_res"], ref["keys"], 0.14) == cam_to_label(low["high_res"], low["keys"], 0.14)).mean()
+            (cam_to_label(ref["high_res"], ref["keys"], 0.14)
+             == cam_to_label(low["high_res"], low["keys"], 0.14)).mean()
             for ref, low in zip(reference, amp)]))
     return result
 
@@ -191,8 +200,8 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
 
-    from tools.distributed import device_for
-    from tools.errors import UserError
+    from engine.distributed import device_for
+    from engine.errors import UserError
 
     try:
         device = device_for(args.gpu)
@@ -220,13 +229,14 @@ def main(argv=None):
         rows = {row["mode"]: row for row in results["measurements"] if row["phase"] == phase}
         for mode in MODES:
             if mode != "faithful":
-                results[f"{phase}_speedup_{mode}_vs_faithful"] = rows[mode]["images_per_s"] / rows["faithful"]["images_per_s"]
+                speedup = rows[mode]["images_per_s"] / rows["faithful"]["images_per_s"]
+                results[f"{phase}_speedup_{mode}_vs_faithful"] = speedup
     print(format_table(results))
     if "train" in phases and device.type == "cuda":
         print(f"(IRNet's train_cam: about {IRNET_TRAIN_IMAGES_PER_S} images/s on one GPU of its time)")
     print(json.dumps(results))
     if args.json:
-        from tools.io import save_json
+        from engine.files import save_json
 
         save_json(args.json, results)
 

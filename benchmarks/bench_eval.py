@@ -1,11 +1,11 @@
 """Speed and memory of CAM evaluation: the authors' way against eval_cam.py's streaming, parallel scoring.
 
-    python benchmarks/bench_eval.py                          # 1,464 VOC-size images (VOC train), cached in /tmp
-    python benchmarks/bench_eval.py --n-images 200 --json bench_eval.json
+    python -m benchmarks.bench_eval                          # 1,464 VOC-size images (VOC train), cached in /tmp
+    python -m benchmarks.bench_eval --n-images 200 --json bench_eval.json
 
 Data: synthetic 500x375 scenes of 1 to 3 classes, ground truth as VOC palette PNGs with a 255 band
-on every boundary, and CAM files exactly as infer_cam.py writes them (tools.cam.cam_record on
-random low-resolution maps that loosely follow the ground truth, pickled with tools.io.save_npy).
+on every boundary, and CAM files exactly as infer_cam.py writes them (wsss.cam.cam_record on
+random low-resolution maps that loosely follow the ground truth, pickled with engine.files.save_npy).
 They are generated once into --data-dir and reused; the files are read once before timing so every
 measurement finds them in the page cache.
 
@@ -13,11 +13,12 @@ Measured, each in a fresh process so that its peak resident memory is its own:
   authors   the authors' eval_cam.py (IRNet's) as they ran it, rewritten in this file: one process,
             every ground truth (int32) and prediction (int64) kept in a list, one chainercv-style
             confusion at the end
-  authors+malloc  the same with glibc's malloc told to keep freed memory (eval_cam.keep_freed_memory),
+  authors+malloc  the same with glibc's malloc told to keep freed memory (wsss.evaluation.keep_freed_memory),
             as ours does: how much of the gain is the allocator's
-  ours      eval_cam.score_images at one threshold, on every usable core (eval.num_workers: null)
+  ours      wsss.evaluation.score_images (what eval_cam.py runs) at one threshold, on every usable core
+            (eval.num_workers: null)
   ours x1   the same in one process (eval.num_workers: 0): the gain per core
-  sweep36   eval_cam.score_images at the 36 thresholds of --sweep, every usable core
+  sweep36   wsss.evaluation.score_images at the 36 thresholds of --sweep, every usable core
 Ratios are of wall times measured in the same run of this script.
 """
 import argparse
@@ -32,10 +33,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+if __name__ == "__main__" and not __package__:
+    sys.exit("error: run the benchmark from the repository root as a module: python -m benchmarks.bench_eval ...")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 IMAGE_SIZE = (375, 500)  # VOC's most common size, (H, W)
 SCALES = (1.0, 0.5, 1.5, 2.0)
@@ -74,7 +75,7 @@ def scene_cam_record(rng, label):
     (half noise, half the downsampled class mask) at the four inference scales."""
     import torch
 
-    from tools.cam import cam_record
+    from wsss.cam import cam_record
 
     height, width = label.shape
     present = sorted(set(np.unique(label).tolist()) - {0, 255})
@@ -122,8 +123,8 @@ def prepare_data(data_dir, n_images, seed=0):
     --n-images extends a cache); -> (names, seconds spent generating)."""
     import torch
 
-    from datasets.voc import save_label_png
-    from tools.io import save_json, save_npy
+    from datasets.files import save_label_png
+    from engine.files import save_json, save_npy
 
     cam_dir, gt_dir = data_paths(data_dir)
     names = image_names(n_images)
@@ -246,8 +247,8 @@ class ChildPeakMemory:
 
 def run_one(method, data_dir, n_images):
     """One measurement in a fresh process -> wall time, mIoU, confusion checksum, peak memory."""
-    import eval_cam  # the same imports (numpy, PIL, torch via datasets.voc) for every method
-    from tools.metrics import scores, sweep_grid
+    from wsss import evaluation  # the same imports (numpy, PIL, torch via wsss.cam) for every method
+    from wsss.metrics import scores, sweep_grid
 
     names = image_names(n_images)
     cam_dir, gt_dir = data_paths(data_dir)
@@ -255,13 +256,14 @@ def run_one(method, data_dir, n_images):
         started = time.perf_counter()
         if method.startswith("authors"):
             if method == "authors+malloc":
-                eval_cam.keep_freed_memory()
+                evaluation.keep_freed_memory()
             confusions = authors_evaluation(names, cam_dir, gt_dir, BKGSCORE)[None]
             thresholds = [BKGSCORE]
         else:
             thresholds = sweep_grid() if method == "sweep36" else [BKGSCORE]
             num_workers = 0 if method == "ours x1" else None
-            confusions = eval_cam.score_images(names, cam_dir, gt_dir, "cam", thresholds, num_workers, progress=False)
+            confusions = evaluation.score_images(names, cam_dir, gt_dir, 21, "cam", thresholds, num_workers,
+                                                 progress=False)
         seconds = time.perf_counter() - started
     confusion = confusions[thresholds.index(BKGSCORE)]
     return {"seconds": seconds, "images_per_s": n_images / seconds, "n_thresholds": len(thresholds),
@@ -363,7 +365,7 @@ def main(argv=None):
           f"{ours['peak_rss_worker_mb']:.0f} MB)")
     print(json.dumps(results))
     if args.json:
-        from tools.io import save_json
+        from engine.files import save_json
 
         save_json(args.json, results)
 

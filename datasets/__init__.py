@@ -1,0 +1,19 @@
+"""Where images and labels come from: sources chosen by `dataset.name` (each knows its files, class names,
+table columns and palette), the stage datasets over them, transforms and the synthetic generator."""
+from datasets.voc import VOC
+from engine.errors import UserError
+
+SOURCES = {"voc": VOC}
+
+
+def build_source(cfg):
+    """The source the config's dataset section names (dataset.name, voc when absent), at dataset.root_dir."""
+    name = cfg.get("dataset.name", "voc")
+    if name not in SOURCES:
+        raise UserError(f"dataset.name: unknown source {name!r}; choose one of {', '.join(SOURCES)}")
+    source = SOURCES[name](cfg.dataset.root_dir, cfg.get("dataset.cls_labels"))
+    n_classes = cfg.get("dataset.n_classes")
+    if n_classes is not None and n_classes != source.n_classes:
+        raise UserError(f"dataset.n_classes is {n_classes} but {name} has {source.n_classes} classes; "
+                        f"remove the key (the count comes from the dataset) or set {source.n_classes}")
+    return source

@@ -59,8 +59,10 @@ import xml.etree.ElementTree as ET
 import numpy as np
 from PIL import Image
 
-from datasets.voc import CLASS_NAMES, IGNORE_INDEX, N_CLASSES, name_to_int, save_label_png
-from tools.io import atomic_open, save_json, save_npy, save_text
+from datasets.files import IGNORE_INDEX, save_label_png
+from datasets.voc import CLASS_NAMES, N_CLASSES, name_to_int
+from engine.errors import UserError
+from engine.files import atomic_open, save_json, save_npy, save_text
 
 MANIFEST = "synthetic.json"
 FORMAT_VERSION = 1
@@ -336,23 +338,28 @@ def annotation_xml(name, width, height, annotations):
     return ET.tostring(root, encoding="unicode") + "\n"
 
 
+class _ParameterError(UserError):
+    def __init__(self, message):
+        super().__init__(f"synthetic dataset parameters (dataset.synthetic): {message}")
+
+
 def _check_params(n_train_aug, n_train, n_val, min_size, max_size, max_objects, seed):
     for key, value in dict(n_train_aug=n_train_aug, n_train=n_train, n_val=n_val, min_size=min_size,
                            max_size=max_size, max_objects=max_objects, seed=seed).items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise ValueError(f"{key} must be an integer, got {value!r}")
+            raise _ParameterError(f"{key} must be an integer, got {value!r}")
     if n_train_aug < 1 or n_train < 0 or n_val < 0:
-        raise ValueError("need n_train_aug >= 1, n_train >= 0 and n_val >= 0")
+        raise _ParameterError("need n_train_aug >= 1, n_train >= 0 and n_val >= 0")
     if n_train > n_train_aug:
-        raise ValueError(f"n_train ({n_train}) must not exceed n_train_aug ({n_train_aug}): train is a subset")
+        raise _ParameterError(f"n_train ({n_train}) must not exceed n_train_aug ({n_train_aug}): train is a subset")
     if n_train_aug + n_val > 999999:
-        raise ValueError("at most 999999 images")
+        raise _ParameterError("at most 999999 images")
     if not 32 <= min_size <= max_size:
-        raise ValueError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
+        raise _ParameterError(f"need 32 <= min_size <= max_size, got {min_size}, {max_size}")
     if max_objects < 1:
-        raise ValueError("max_objects must be >= 1")
+        raise _ParameterError("max_objects must be >= 1")
     if seed < 0:
-        raise ValueError("seed must be >= 0")
+        raise _ParameterError("seed must be >= 0")
 
 
 def _read_manifest(out_dir):
@@ -379,7 +386,7 @@ def generate(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, max_si
              seed=0):
     """Write the dataset under out_dir (see the module docstring); returns a summary dict of counts.
 
-    Refuses a folder that holds JPEGImages but no synthetic.json (e.g. a real VOC root).
+    Refuses a folder that holds JPEGImages but no synthetic.json (e.g. a real VOC root): a UserError.
     """
     params = dict(n_train_aug=n_train_aug, n_train=n_train, n_val=n_val, min_size=min_size,
                   max_size=max_size, max_objects=max_objects, seed=seed)
@@ -389,8 +396,9 @@ def generate(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, max_si
     images_dir = os.path.join(out_dir, "JPEGImages")
     old_manifest = _read_manifest(out_dir)
     if old_manifest is None and os.path.isdir(images_dir) and os.listdir(images_dir):
-        raise FileExistsError(f"{out_dir} holds JPEGImages but no {MANIFEST}: not a synthetic dataset, "
-                              "refusing to write into it")
+        raise UserError(f"{out_dir} holds JPEGImages but no {MANIFEST}: it is not a dataset this project "
+                        f"generated, and it is left as it is; to use it, set dataset.synthetic=null (or choose "
+                        f"another folder to generate into)")
     # Mark the folder as ours and incomplete before touching anything else.
     save_json(os.path.join(out_dir, MANIFEST), dict(generator="datasets.synthetic", version=FORMAT_VERSION,
                                                     params=params, complete=False))
@@ -497,7 +505,7 @@ def main(argv=None):
             summary = dict(generate(args.out, **params), generated=True)
         else:
             summary = ensure_dataset(args.out, **params)
-    except (ValueError, FileExistsError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     action = "generated" if summary["generated"] else "already present"

@@ -1,0 +1,1 @@
+"""The networks, one module per network over shared parts (backbones, pooling, visual words)."""

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tools.errors import UserError
+from engine.errors import UserError
 
 
 class FixedBatchNorm2d(nn.BatchNorm2d):

@@ -1,7 +1,7 @@
 """Run the paper's ablation (baseline, +HSPP, +VWE, HSPP+VWE) through run.sh and print the CAM mIoU table.
 
-    python tools/ablation.py                       # on the synthetic demo, CPU
-    python tools/ablation.py --config configs/voc.yaml --gpu 0 dataset.root_dir=/data/VOC2012
+    python -m tools.ablation                       # on the synthetic demo, CPU
+    python -m tools.ablation --config configs/voc.yaml --gpu 0 dataset.root_dir=/data/VOC2012
 """
 import argparse
 import json

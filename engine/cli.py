@@ -1,0 +1,22 @@
+"""What every stage script shares: its command line (--config, --gpu, key=value overrides) and the config it loads."""
+import argparse
+
+from engine.config import load_config
+
+
+def build_parser(description, default_config):
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
+    parser.add_argument("--gpu", default=None,
+                        help="GPU ids such as 0 or 0,1 (one process per GPU), or 'cpu' "
+                             "(default: GPU 0, or the local rank's GPU under torchrun; the CPU without CUDA)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides with dotted keys, values parsed as YAML (e.g. cam.bkgscore=0.15)")
+    return parser
+
+
+def parse_config(parser, schema, argv=None):
+    """-> (the parsed arguments, the config of --config with the overrides, checked against `schema`)."""
+    # intermixed: key=value overrides may come before and after options (a=1 --sweep b=2)
+    args = parser.parse_intermixed_args(argv)
+    return args, load_config(args.config, schema, args.overrides)

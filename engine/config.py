@@ -1,0 +1,172 @@
+"""One config object from a YAML file plus `key=value` overrides, shared by every stage.
+
+A file may start with `_base_: other.yaml` or `_base_: [a.yaml, b.yaml]` (paths relative to the
+file): the bases are merged in order, the file over them. `${section.key}` inside a string value
+refers to another key, after the overrides, so a derived default (a path under exp.work_dir, say)
+is written once, in a base file.
+"""
+import copy
+import os
+import re
+
+import yaml
+
+from engine.schema import ConfigError, closest_hint, validate
+
+
+class Config:
+    """Nested, attribute-accessible view of the YAML (cfg.train.batch_size); `to_dict()` gives it back."""
+
+    def __init__(self, data, prefix=""):
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_prefix", prefix)
+
+    def __getattr__(self, name):
+        data = object.__getattribute__(self, "_data")
+        if name not in data:
+            raise ConfigError(f"config key {self._prefix}{name} is missing; add it to the config (or to a file "
+                              f"it names in _base_)")
+        value = data[name]
+        return Config(value, f"{self._prefix}{name}.") if isinstance(value, dict) else value
+
+    def __setattr__(self, name, value):
+        self._data[name] = value
+
+    def __contains__(self, name):
+        return name in self._data
+
+    def get(self, dotted, default=None):
+        node = self._data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def to_dict(self):
+        return copy.deepcopy(self._data)
+
+    def __repr__(self):
+        return yaml.safe_dump(self._data, sort_keys=False)
+
+
+def _all_keys(data, prefix=""):
+    for key, value in data.items():
+        yield prefix + key
+        if isinstance(value, dict):
+            yield from _all_keys(value, prefix + key + ".")
+
+
+def _closest_hint(key, data):
+    return closest_hint(key, _all_keys(data))
+
+
+_SCIENTIFIC = re.compile(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+")
+
+
+def apply_override(data, assignment, schema):
+    """Apply one `dotted.key=value` (value parsed as YAML) to the nested dict, in place. A key the
+    schema knows may be set even where the file leaves it (and its section) out."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} is not of the form key=value (e.g. train.batch_size=8)")
+    key, raw_value = assignment.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw_value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {key}: cannot parse value {raw_value!r} as YAML") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    node = data
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or (part not in node and ".".join(parts[:depth + 1]) not in schema):
+            raise ConfigError(f"unknown config key {key}{closest_hint(key, schema)}")
+        if depth == len(parts) - 1:
+            if isinstance(node.get(part), dict) and value is not None:  # null switches a section off
+                raise ConfigError(f"config key {key} is a section; set one of its keys, "
+                                  f"e.g. {key}.{next(iter(node[part]), 'x')}=...")
+            node[part] = value  # its type and range are checked with the whole config (validate)
+        else:
+            node = node.setdefault(part, {})  # a known section the file leaves out
+
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
+
+
+def _lookup(data, dotted):
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"config reference ${{{dotted}}} names no key{_closest_hint(dotted, data)}")
+        node = node[part]
+    return node
+
+
+def _resolve_string(data, text):
+    for _ in range(20):  # references may point at values that hold references themselves
+        full = _REFERENCE.fullmatch(text)
+        if full:
+            text = _lookup(data, full.group(1))
+        else:
+            text = _REFERENCE.sub(lambda match: str(_lookup(data, match.group(1))), text)
+        if not (isinstance(text, str) and "${" in text):
+            return text
+    raise ConfigError(f"config reference cycle in {text!r}")
+
+
+def resolve_references(data, node=None):
+    """Replace `${section.key}` inside string values by that key's value (after overrides), in place."""
+    for key, value in (data if node is None else node).items():
+        if isinstance(value, dict):
+            resolve_references(data, value)
+        elif isinstance(value, str) and "${" in value:
+            (data if node is None else node)[key] = _resolve_string(data, value)
+    return data
+
+
+def _merge(base, child):
+    """Deep-merge `child` into a copy of `base` (child wins)."""
+    merged = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path, _including=()):
+    """A config file as a dict, merged over its `_base_` file or files (relative to this file, in order)."""
+    if os.path.abspath(path) in _including:
+        raise ConfigError(f"config file {path} names itself as a _base_, through {' -> '.join(_including)}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist; pass --config configs/voc.yaml or another file")
+    try:
+        with open(path) as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections (exp, dataset, model, ...)")
+    bases = data.pop("_base_", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not (isinstance(bases, list) and all(isinstance(base, str) for base in bases)):
+        raise ConfigError(f"config file {path}: _base_ must be a file name or a list of file names, got {bases!r}")
+    merged = {}
+    for base in bases:
+        merged = _merge(merged, read_yaml(os.path.join(os.path.dirname(path), base),
+                                          (*_including, os.path.abspath(path))))
+    return _merge(merged, data)
+
+
+def load_config(path, schema, overrides=()):
+    """Read the YAML at `path` (with its bases), apply `key=value` overrides, resolve `${...}`
+    references and check every key against `schema` -> Config."""
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment, schema)
+    resolve_references(data)
+    validate(data, schema, path, {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides})
+    return Config(data)

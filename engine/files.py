@@ -1,0 +1,126 @@
+"""Files: every file the pipeline writes appears whole or not at all; output folders checked before work starts."""
+import contextlib
+import errno
+import functools
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from engine.errors import UserError
+
+
+# Errors of the storage rather than of the program: the disk is full, read-only, not ours...
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                   errno.ENOTDIR, errno.EEXIST}
+
+
+# The names of atomic_open's temporary files (and of the write probe) end with this, so that the
+# leftovers of a killed run can be told from anybody else's files and deleted.
+TEMP_SUFFIX = ".partial.tmp"
+
+
+@contextlib.contextmanager
+def storage_errors_named(path):
+    """An OSError of the storage (full disk, permissions, file size limit) while writing `path`
+    becomes a UserError that names `path`; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _STORAGE_ERRNOS:
+            raise
+        raise UserError(f"cannot write {path} ({error.strerror or error}); free disk space, fix the folder's "
+                        f"permissions or choose another output folder (no partial file was left)") from None
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds.
+
+    The temporary file lives in the same folder so the final `os.replace` is atomic. A storage
+    failure (full disk, permissions, file size limit) becomes a UserError naming `path`.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    with storage_errors_named(path):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
+        try:
+            os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; give the result the usual permissions
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_path, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp_path)
+            raise
+
+
+def prepare_output_dir(folder, key):
+    """Before a stage writes into `folder` (named by config key `key`): create it, check a file can be
+    written there (so a long run does not fail at its end), and delete the temporary files a killed
+    run (SIGKILL, power loss) left in it mid-write. Call it before any process writes there."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write_test.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise UserError(f"{key}: cannot write in {folder} ({error.strerror or error}); fix its permissions "
+                        f"or choose another folder") from None
+    for name in os.listdir(folder):
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+
+
+@functools.cache
+def _new_file_mode():
+    """0o666 minus the process umask: the mode open() would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def missing_files(names, folder, suffix):
+    """The names among `names` that have no file <folder>/<name><suffix>."""
+    return [name for name in names if not os.path.isfile(os.path.join(folder, name + suffix))]
+
+
+def save_npy(path, value, allow_pickle=False):
+    """np.save, atomically. Pickled objects (e.g. the CAM dict) need allow_pickle=True."""
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, value, allow_pickle=allow_pickle)
+
+
+def save_json(path, value):
+    with atomic_open(path, "w") as handle:
+        json.dump(value, handle, indent=2)
+        handle.write("\n")
+
+
+def save_text(path, text):
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+
+
+def save_image(path, pil_image, **save_kwargs):
+    """Save a PIL image atomically; the format comes from the extension of `path`."""
+    image_format = os.path.splitext(path)[1].lstrip(".").upper()
+    image_format = {"JPG": "JPEG"}.get(image_format, image_format)
+    with atomic_open(path, "wb") as handle:
+        pil_image.save(handle, format=image_format, **save_kwargs)
+
+
+def settings_changes(manifest_path, settings):
+    """["key: old -> new", ...] for the keys of `settings` that differ from the JSON manifest at
+    `manifest_path` (a settings file a stage keeps beside its outputs); [] when there is no manifest."""
+    if not os.path.isfile(manifest_path):
+        return []
+    with open(manifest_path) as handle:
+        previous = json.load(handle)
+    return [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in settings.items()
+            if previous.get(key) != value]

@@ -1,0 +1,46 @@
+"""Process pools for per-image work (evaluation, pseudo labels): how many workers, and mapping over them."""
+import multiprocessing
+import os
+import sys
+
+from engine.errors import UserError
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(value, key):
+    """A num_workers config value -> a process count: null = every usable core, 0 = this process only."""
+    if value is None:
+        return usable_cores()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{key} must be null (every usable core), 0 (no worker processes) or a number of "
+                        f"processes, got {value!r}")
+    return value
+
+
+def process_context():
+    """fork on Linux: workers start at once and inherit the imported modules; elsewhere the default."""
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context()
+
+
+def imap_unordered(function, items, workers, chunksize=1, initializer=None):
+    """Yield function(item) for every item, in any order: from `workers` processes, or this one if <= 1.
+
+    An exception in a worker (a UserError naming a bad file, say) is raised here, and the pool stops.
+    """
+    if workers <= 1 or len(items) <= 1:
+        if initializer is not None:
+            initializer()
+        yield from map(function, items)
+        return
+    with process_context().Pool(min(workers, len(items)), initializer=initializer) as pool:
+        yield from pool.imap_unordered(function, items, chunksize=chunksize)
+        pool.close()
+        pool.join()

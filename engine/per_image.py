@@ -1,0 +1,191 @@
+"""The resumable per-image runner: how every stage that writes a file or two per image runs.
+
+The same rules for every such stage (CAMs, pseudo labels, and the stages to come):
+
+- The output folders are prepared before any work: created, checked writable, and cleared of the
+  temporary files a killed run left (engine.files.prepare_output_dir).
+- A settings manifest (JSON, in the first folder) records what made the files. Files made with
+  other settings are never mixed in: that is an error which says to redo them (overwrite) or to
+  choose another folder. An overwrite that changes the settings marks the manifest unfinished
+  until it ends, so that an interrupted one is not later resumed as if the folder were uniform.
+- An image whose outputs all exist and read back is skipped (an interrupted run continues); an
+  output that exists but does not read back is reported and redone. Overwrite redoes every image.
+- The images are split over the processes (every world_size-th name): each is written once, by
+  one process.
+- The work: a Dataset whose items DataLoader worker processes produce (decoding, CPU-bound work,
+  or the whole job of an image), then an optional `compute` on the device in the main process, then
+  an optional `save` on a writer thread, so that the device never waits for the disk.
+- Ctrl-C / SIGTERM: the files started are finished, then the process exits with 130 / 143; the
+  next run continues. Every file is written atomically, so a SIGKILL leaves no partial output either.
+"""
+import dataclasses
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from engine import distributed
+from engine.errors import UserError
+from engine.files import prepare_output_dir, save_json, settings_changes
+from engine.signals import GracefulStop, ignore_interrupts
+
+UNFINISHED = "unfinished_overwrite"  # manifest flag while an overwrite replaces files of other settings
+PENDING_WRITES = 8  # results waiting for the writer thread, at most
+SHOWN_NOTES = 5  # unreadable outputs reported by name, per process
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputFolder:
+    path: str
+    key: str  # the config key that sets it (named in errors)
+    contents: str  # what it holds, for messages: "CAM files", "overlays"
+
+
+@dataclasses.dataclass
+class PerImageOutputs:
+    """What a per-image stage writes.
+
+    folders: the output folders, the first holding the manifest. outputs(name) -> [(path, read), ...]:
+    the files of one image, each with a function that reads it back (raising UserError when it cannot).
+    settings: what the files depend on (JSON-serialisable), recorded in `manifest`. overwrite: redo
+    every image. overwrite_hint: how the user asks for that ("pass --overwrite"), in messages.
+    """
+    folders: list
+    manifest: str
+    settings: dict
+    outputs: Callable
+    overwrite: bool = False
+    overwrite_hint: str = "pass --overwrite"
+
+    @property
+    def manifest_path(self):
+        return os.path.join(self.folders[0].path, self.manifest)
+
+
+def _manifest_flag(path):
+    """True when the manifest at `path` says an overwrite that changed the settings did not finish."""
+    if not os.path.isfile(path):
+        return False
+    with open(path) as handle:
+        return bool(json.load(handle).get(UNFINISHED))
+
+
+def check_manifest(spec):
+    """Whether this run may write into spec's folders -> True when it replaces files of other settings
+    (an overwrite), False otherwise; a UserError when files of other settings would be mixed in."""
+    folder = spec.folders[0]
+    changed = settings_changes(spec.manifest_path, spec.settings)
+    unfinished = _manifest_flag(spec.manifest_path)
+    contents = folder.contents
+    if spec.overwrite:
+        return bool(changed) or unfinished
+    if changed:
+        raise UserError(f"{folder.path} holds {contents} made with other settings ({'; '.join(changed[:2])}); "
+                        f"{spec.overwrite_hint} to redo them, or set another {folder.key}", every_rank=True)
+    if unfinished:
+        raise UserError(f"{folder.path} holds the {contents} of an interrupted overwrite mixed with older ones; "
+                        f"{spec.overwrite_hint} again to finish it", every_rank=True)
+    return False
+
+
+def _state(outputs):
+    """'done' (every output reads back), 'new' (some missing, none unreadable) or the first read error."""
+    missing = False
+    for path, read in outputs:
+        if not os.path.exists(path):
+            missing = True
+            continue
+        try:
+            read(path)
+        except UserError as error:
+            return error
+    return "new" if missing else "done"
+
+
+class PerImageRunner:
+    """runner = PerImageRunner(ctx, spec); todo = runner.start(names); runner.run(dataset, ...); runner.finish().
+
+    ctx: engine.distributed.DistContext (a plain DistContext() for a single process)."""
+
+    def __init__(self, ctx, spec):
+        self.ctx, self.spec = ctx, spec
+        self.replacing = False
+        self.counts = {"written": 0, "redone": 0, "skipped": 0}
+        self.todo, self.finished, self.stopped_by = [], 0, None
+
+    def start(self, names):
+        """Prepare the folders, check and write the manifest -> the indices into `names` of the images this
+        process must do (its share, less those already done)."""
+        ctx, spec = self.ctx, self.spec
+        if ctx.is_main:
+            for folder in spec.folders:
+                prepare_output_dir(folder.path, folder.key)
+        self.replacing = check_manifest(spec)
+        distributed.barrier()  # every rank has read the old manifest before rank 0 replaces it
+        if ctx.is_main:
+            save_json(spec.manifest_path, {**spec.settings, UNFINISHED: True} if self.replacing else spec.settings)
+
+        notes = 0
+        for index in range(ctx.rank, len(names), ctx.world_size):
+            state = "new" if spec.overwrite else _state(spec.outputs(names[index]))
+            if state == "done":
+                self.counts["skipped"] += 1
+                continue
+            if isinstance(state, UserError):
+                self.counts["redone"] += 1
+                notes += 1
+                if notes <= SHOWN_NOTES:
+                    print(f"note: {state}; redoing it", flush=True)
+            else:
+                self.counts["written"] += 1
+            self.todo.append(index)
+        return self.todo
+
+    def run(self, dataset, num_workers=0, compute=None, save=None, desc=None):
+        """Produce the todo items of `dataset` (indexed like the names given to start) in `num_workers` loader
+        processes; result = compute(item) on this process (if given); save(item, result) on the writer thread
+        (if given). Stops early, keeping every file it started, on Ctrl-C / SIGTERM."""
+        loader = DataLoader(Subset(dataset, self.todo), batch_size=None, shuffle=False, num_workers=num_workers,
+                            pin_memory=self.ctx.device.type == "cuda", worker_init_fn=ignore_interrupts)
+        progress = tqdm(loader, desc=desc, dynamic_ncols=True, disable=not self.ctx.is_main)
+        with GracefulStop() as stop, ThreadPoolExecutor(max_workers=1) as writer:
+            pending = []
+            for item in progress:
+                result = compute(item) if compute is not None else None
+                if save is not None:
+                    pending.append(writer.submit(save, item, result))
+                else:
+                    self.finished += 1
+                if len(pending) >= PENDING_WRITES:
+                    pending.pop(0).result()
+                    self.finished += 1
+                if stop.requested:
+                    break
+            for future in pending:  # every file started is finished: the folders hold only whole files
+                future.result()
+                self.finished += 1
+        progress.close()
+        if stop.requested:
+            print(f"stopped by {stop.signal_name}: {self.finished} of {len(self.todo)} images written by this "
+                  f"process; run the same command to continue", file=sys.stderr, flush=True)
+            raise SystemExit(stop.exit_code)
+
+    def finish(self):
+        """After every process has run: clear the overwrite flag, print what was written -> the summed counts."""
+        ctx, spec = self.ctx, self.spec
+        counts = torch.tensor(list(self.counts.values()), device=ctx.device)
+        totals = dict(zip(self.counts, distributed.all_reduce_sum(counts).tolist()))  # also waits for every rank
+        if ctx.is_main:
+            if self.replacing:
+                save_json(spec.manifest_path, spec.settings)
+            notes = [f"{totals['skipped']} already done, skipped"] if totals["skipped"] else []
+            notes += [f"{totals['redone']} unreadable, redone"] if totals["redone"] else []
+            places = " and ".join(f"{folder.contents} to {folder.path}" for folder in spec.folders)
+            written = totals["written"] + totals["redone"]
+            print(f"wrote {written} {places}" + (f" ({'; '.join(notes)})" if notes else ""))
+        return totals

@@ -1,0 +1,279 @@
+"""The training loop every trainer of the pipeline runs, whatever its network, data and losses.
+
+A stage builds its datasets, model and optimizer, and hands them to `Trainer.fit` with a function
+that computes its losses. The loop brings the rest, the same for every stage:
+
+- one process per device (DistributedDataParallel when there are several); the batch size of the
+  config is the *global* batch, split evenly, and `GlobalBatchSampler` makes a global batch the
+  same images on any number of processes;
+- the poly learning-rate schedule over global steps; AMP (bf16, or fp16 with a GradScaler) and
+  the channels_last layout as switches;
+- a resumable checkpoint every `save_iters` steps and at each epoch end, resumed automatically
+  when the result-changing settings match (`--restart`, `--resume PATH`);
+- a NaN / inf guard before every update, Ctrl-C / SIGTERM that save and exit 130 / 143;
+- the JSONL (and TensorBoard) log, a progress bar with its ETA, a final checkpoint.
+
+Settings come from one config section (`train` for the CAM network) with the keys batch_size,
+max_epochs, seed, num_workers, deterministic, amp, channels_last, save_iters, log_interval,
+tensorboard and opt.power.
+"""
+import dataclasses
+import math
+import os
+import sys
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from engine import distributed
+from engine.checkpoint import resume_state, rng_state, save_checkpoint, save_training_state, set_rng_state
+from engine.errors import UserError
+from engine.optim import set_poly_lr
+from engine.precision import amp_dtype, autocast
+from engine.sampler import GlobalBatchSampler
+from engine.signals import GracefulStop, ignore_interrupts
+from engine.train_log import TrainLog
+
+
+def configure_determinism(seed, deterministic):
+    """Seed every generator; deterministic=True also asks cuDNN/cuBLAS for deterministic kernels (slower)."""
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic  # training crops have one fixed size
+
+
+def to_device(batch, device, memory_format=torch.contiguous_format):
+    """A loader's batch (a dict) on `device`: tensors moved, 4-D floating ones (images) in `memory_format`."""
+    moved = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            value = value.to(device, non_blocking=True)
+            if value.dim() == 4 and value.is_floating_point():
+                value = value.contiguous(memory_format=memory_format)
+        moved[key] = value
+    return moved
+
+
+def compute_gradients(model, scaler, batch, compute_losses, device, autocast_dtype):
+    """Forward and the losses under autocast, backward of their sum (scaled for fp16) -> the detached losses."""
+    with autocast(device, autocast_dtype):
+        losses = compute_losses(model, batch)
+    scaler.scale(sum(losses.values())).backward()
+    return {name: loss.detach() for name, loss in losses.items()}
+
+
+def mean_over_processes(losses, stop_requested=False):
+    """{name: loss} of this process -> ({name: float} averaged over all processes, whether any process
+    was asked to stop), in one small all-reduce, so every rank takes the same decisions."""
+    stop_flag = torch.tensor(float(stop_requested), device=next(iter(losses.values())).device)
+    stacked = torch.stack([loss.float() for loss in losses.values()] + [stop_flag])
+    world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    *values, stops = distributed.all_reduce_sum(stacked).tolist()
+    return {name: value / world_size for name, value in zip(losses, values)}, stops > 0
+
+
+@torch.no_grad()
+def mean_over_dataset(ctx, model, dataset, batch_size, num_workers, batch_sum):
+    """The mean of a per-item quantity over `dataset`, each process taking its share of the items:
+    batch_sum(batch) -> (sum over the batch, number of items). The model is in eval mode meanwhile."""
+    model.eval()
+    share = Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)  # sum, count
+    for batch in DataLoader(share, batch_size=batch_size, num_workers=num_workers, worker_init_fn=ignore_interrupts):
+        value, count = batch_sum(batch)
+        total[0] += value
+        total[1] += count
+    model.train()
+    value_sum, count = distributed.all_reduce_sum(total).tolist()
+    return value_sum / max(count, 1)
+
+
+def differing_tensors(model):
+    """The names of the tensors of `model` (parameters and buffers) that differ between the processes' replicas,
+    told apart by float64 checksums, one small all-gather. [] in a single process."""
+    state = model.state_dict()
+    checksums = torch.stack([tensor.detach().double().sum() for tensor in state.values()]).cpu()
+    every_rank = distributed.all_gather_objects(checksums)
+    return [name for index, name in enumerate(state)
+            if any(checksum[index] != every_rank[0][index] for checksum in every_rank)]
+
+
+class StoppedBySignal(SystemExit):
+    """Leave after a Ctrl-C / SIGTERM once the resumable checkpoint is saved, with the shell's exit code."""
+
+    def __init__(self, stop, step, last_path, report):
+        if report:
+            name = stop.signal_name or "a stop signal on another process"
+            print(f"stopped by {name} after step {step}; saved {last_path}; run the same command to continue",
+                  file=sys.stderr, flush=True)
+        super().__init__(stop.exit_code if stop.requested else 143)
+
+
+class NonFiniteLoss(UserError):
+    def __init__(self, step, losses, last_path, saved_step, key):
+        values = ", ".join(f"loss_{name}={value}" for name, value in losses.items())
+        if saved_step is not None:
+            kept = f"the last good checkpoint is {last_path} (step {saved_step})"
+        else:
+            kept = "no checkpoint was saved yet"
+        super().__init__(f"loss is not finite at step {step} ({values}); stopped before updating the weights; "
+                         f"{kept}; lower {key}.opt.lr or set {key}.amp=off", every_rank=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingFiles:
+    """Where a trainer writes: `last` (resumable, rewritten as the run goes), `final` (the weights the next
+    stage reads), `log` (JSONL), `tensorboard` (a folder, or None)."""
+    last: str
+    final: str
+    log: str
+    tensorboard: str = None
+
+
+class Trainer:
+    """One stage's training run. Creating it seeds the generators, so build the model after it.
+
+    ctx: engine.distributed.DistContext; settings: the config section (see the module docstring),
+    named `key` in messages; config_dict: the whole config, saved in every checkpoint; result_keys:
+    the settings that change the trained weights (a checkpoint resumes only if they match);
+    work_dir_key: the config key that sets where `files` are (named in advice); assumed: values a
+    saved config older than a result key ran with (engine.checkpoint.config_differences).
+    """
+
+    def __init__(self, ctx, settings, key, files, config_dict, result_keys, work_dir_key, assumed=None):
+        self.ctx, self.settings, self.key, self.files = ctx, settings, key, files
+        self.config_dict, self.result_keys = config_dict, result_keys
+        self.work_dir_key, self.assumed = work_dir_key, assumed
+        self.per_process_batch = distributed.split_batch(settings.batch_size, ctx.world_size, f"{key}.batch_size")
+        self.autocast_dtype = amp_dtype(settings.amp, f"{key}.amp")
+        self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+        configure_determinism(settings.seed, settings.deterministic)
+
+    def _restore(self, state, path, model, optimizer, scaler, n_images):
+        """Load a resumable checkpoint into the live objects -> the step it was saved at."""
+        saved_images = state.get("n_train_images", n_images)
+        if saved_images != n_images:  # the global batches would be other images than the run's so far
+            raise UserError(f"checkpoint {path} was trained on {saved_images} training images but this run "
+                            f"has {n_images} (images added, removed, or left out as undecodable); "
+                            f"restore them, or pass --restart", every_rank=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        rng_states = state["rng"]  # one per rank; on another number of processes every rank takes rank 0's
+        set_rng_state(rng_states[self.ctx.rank] if len(rng_states) == self.ctx.world_size else rng_states[0])
+        return state["step"]
+
+    def fit(self, model, optimizer, train_set, compute_losses, resume="auto", after_step=None, end_of_epoch=None):
+        """Train `model` (on ctx.device) on `train_set` (dict items; set_epoch(epoch) is called when it has one).
+
+        compute_losses(model, batch) -> {name: scalar tensor}, summed for backward and logged as loss_<name>;
+        `model` is the DDP wrapper when there are several processes, the batch is on the device.
+        after_step(): after each optimizer step (every rank). end_of_epoch(epoch) -> {name: float} logged and
+        printed (a validation loss). resume: 'auto', 'never' (--restart) or a checkpoint path (--resume).
+        Returns the model.
+        """
+        ctx, settings, files = self.ctx, self.settings, self.files
+        sampler = GlobalBatchSampler(len(train_set), settings.batch_size, ctx.rank, ctx.world_size, settings.seed)
+        loader = DataLoader(train_set, batch_size=self.per_process_batch, sampler=sampler, drop_last=True,
+                            num_workers=settings.num_workers, pin_memory=ctx.device.type == "cuda",
+                            worker_init_fn=ignore_interrupts)
+        steps_per_epoch = sampler.steps_per_epoch
+        max_epochs = settings.max_epochs
+        max_step = steps_per_epoch * max_epochs
+        model.to(memory_format=self.memory_format).train()
+        scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.autocast_dtype == torch.float16)
+
+        start = resume_state(resume, files.last, self.config_dict, self.result_keys, files.final,
+                             self.work_dir_key, self.assumed)
+        step, saved_step = 0, None  # saved_step: the step of the checkpoint at files.last, if this run has one
+        if start is not None:
+            resumed_from, state = start
+            step = self._restore(state, resumed_from, model, optimizer, scaler, len(train_set))
+            saved_step = step if resumed_from == files.last else None
+            if ctx.is_main:
+                print(f"resuming {resumed_from} at step {step} of {max_step}")
+        if step >= max_step:
+            if ctx.is_main:
+                print(f"training already finished ({step} steps); weights in {files.final}")
+            if ctx.is_main and not os.path.isfile(files.final):
+                save_checkpoint(files.final, model, self.config_dict, epoch=max_epochs, step=step)
+            return model
+
+        trained = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None) \
+            if ctx.distributed else model
+
+        def save_state():
+            nonlocal saved_step
+            states = distributed.all_gather_objects(rng_state())  # a collective: every rank calls it
+            if ctx.is_main:
+                save_training_state(files.last, model, optimizer, scaler, self.config_dict, step,
+                                    step // steps_per_epoch, states, n_train_images=len(train_set))
+            saved_step = step
+
+        log = TrainLog(files.log, ctx.is_main, files.tensorboard if settings.tensorboard else None, start_step=step)
+        if ctx.is_main:
+            print(f"training {max_step} steps ({max_epochs} epochs of {steps_per_epoch}) on "
+                  f"{ctx.world_size} x {ctx.device.type}, {self.per_process_batch} images per process; log {log.path}")
+        progress = tqdm(total=max_step, initial=step, disable=not ctx.is_main, dynamic_ncols=True, desc=self.key)
+        with GracefulStop() as stop:
+            try:
+                for epoch in range(step // steps_per_epoch, max_epochs):
+                    if hasattr(train_set, "set_epoch"):
+                        train_set.set_epoch(epoch)
+                    sampler.set_epoch(epoch, start_step=step - epoch * steps_per_epoch)
+                    tic = time.perf_counter()
+                    for batch in loader:
+                        set_poly_lr(optimizer, step, max_step, settings.opt.power)
+                        batch = to_device(batch, ctx.device, self.memory_format)
+                        optimizer.zero_grad(set_to_none=True)
+                        losses, stopping = mean_over_processes(
+                            compute_gradients(trained, scaler, batch, compute_losses, ctx.device, self.autocast_dtype),
+                            stop.requested)
+                        if not all(math.isfinite(value) for value in losses.values()):
+                            raise NonFiniteLoss(step + 1, losses, files.last, saved_step, self.key)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        if after_step is not None:
+                            after_step()
+                        step += 1
+
+                        toc = time.perf_counter()
+                        log.write({"step": step, "epoch": epoch, **{f"loss_{k}": v for k, v in losses.items()},
+                                   "lr": [group["lr"] for group in optimizer.param_groups],
+                                   "images_per_s": settings.batch_size / (toc - tic)})
+                        tic = toc
+                        progress.update()
+                        if step % settings.log_interval == 0:
+                            progress.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in losses.items()})
+                        if stopping:  # Ctrl-C or SIGTERM on any process: every rank saves and leaves together
+                            save_state()
+                            raise StoppedBySignal(stop, step, files.last, ctx.is_main)
+                        if step % settings.save_iters == 0 and step % steps_per_epoch:
+                            save_state()  # epoch ends save below, after end_of_epoch
+                    if end_of_epoch is not None:
+                        record = end_of_epoch(epoch)
+                        log.write({"step": step, "epoch": epoch, **record})
+                        if ctx.is_main:
+                            values = [f"{name.replace('_', ' ')} {value:.4f}" for name, value in record.items()]
+                            progress.write(f"epoch {epoch + 1}/{max_epochs}: {', '.join(values)}")
+                    save_state()
+            finally:
+                progress.close()
+                log.close()
+        differing = differing_tensors(model) if ctx.distributed else []
+        if ctx.is_main:
+            if differing:  # DDP keeps replicas equal; a state change outside the optimizer may not (after_step)
+                shown = ", ".join(differing[:3]) + (", ..." if len(differing) > 3 else "")
+                print(f"warning: the {ctx.world_size} replicas differ in {len(differing)} tensors ({shown}); "
+                      f"rank 0's are saved", file=sys.stderr)
+            elif ctx.distributed:
+                print(f"checked: the {ctx.world_size} replicas hold the same weights")
+            save_checkpoint(files.final, model, self.config_dict, epoch=max_epochs, step=step)
+            print(f"saved {files.final}")
+        return model

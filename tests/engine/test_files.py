@@ -1,0 +1,32 @@
+"""engine/files.py, atomic writes: a file appears whole or not at all, with the usual permissions."""
+import os
+import stat
+
+import pytest
+
+from engine.files import atomic_open, save_json
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "out.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_open(target, "wb") as handle:
+            handle.write(b"half")
+            raise RuntimeError("disk full")
+    assert os.listdir(tmp_path) == []
+
+
+def test_existing_file_survives_a_failed_rewrite(tmp_path):
+    target = tmp_path / "scores.json"
+    save_json(target, {"miou": 1.0})
+    with pytest.raises(TypeError):
+        save_json(target, {"miou": object()})  # not serialisable: fails half-way
+    assert target.read_text().startswith('{\n  "miou": 1.0')
+    assert os.listdir(tmp_path) == ["scores.json"]
+
+
+def test_new_files_get_the_umask_mode(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    save_json(tmp_path / "a.json", {})
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o666 & ~umask  # not mkstemp's 0600

@@ -1,0 +1,64 @@
+"""eval_cam.py as a user runs it: thresholds from the config or --sweep, --type png, --allow-missing, errors.
+(The evaluator itself is tested in tests/wsss/test_evaluation.py.)"""
+import json
+import shutil
+
+import pytest
+
+from tests.support import assert_clean_error, assert_ok, run_stage
+
+pytestmark = pytest.mark.slow
+THRESHOLDS = [0.1, 0.15, 0.25]
+
+
+def run_eval(eval_set, tmp_path, *args, json_name="scores.json"):
+    root, _ = eval_set
+    return run_stage("eval_cam.py", f"dataset.root_dir={root / 'voc'}", "dataset.synthetic=null",
+                     f"exp.cam_dir={root / 'cams'}", f"eval.json={tmp_path / json_name}", *args, timeout=300)
+
+
+def test_thresholds_from_the_config_and_the_default_sweep(eval_set, tmp_path):
+    out = assert_ok(run_eval(eval_set, tmp_path, f"cam.bkgscore={THRESHOLDS}", "eval.num_workers=2",
+                             json_name="listed.json"))
+    listed = json.load(open(tmp_path / "listed.json"))
+    assert [row["bkgscore"] for row in listed["sweep"]] == THRESHOLDS and "<- best" in out
+    assert listed["split"].endswith("train.txt") and listed["cam_dir"] == str(eval_set[0] / "cams")
+    assert (tmp_path / "listed_sweep.png").is_file()
+
+    assert_ok(run_eval(eval_set, tmp_path, "--sweep"))
+    result = json.load(open(tmp_path / "scores.json"))
+    assert len(result["sweep"]) == 36 and result["sweep"][2]["bkgscore"] == 0.07
+    assert result["miou"] == max(row["miou"] for row in result["sweep"])
+    assert (tmp_path / "scores_sweep.png").is_file()
+
+
+def test_corrupt_file_from_a_worker_is_one_error_line(eval_set, tmp_path):
+    root, names = eval_set
+    cam_dir = shutil.copytree(root / "cams", tmp_path / "cams")
+    (cam_dir / f"{names[1]}.npy").write_bytes(b"\x93NUMPY garbage")
+    result = run_eval(eval_set, tmp_path, f"exp.cam_dir={cam_dir}", "eval.num_workers=2")
+    assert_clean_error(result, f"{names[1]}.npy", "corrupt")
+
+
+def test_missing_files_and_allow_missing(eval_set, tmp_path):
+    root, names = eval_set
+    cam_dir = shutil.copytree(root / "cams", tmp_path / "cams")
+    for name in names[1:3]:
+        (cam_dir / f"{name}.npy").unlink()
+    line = assert_clean_error(run_eval(eval_set, tmp_path, f"exp.cam_dir={cam_dir}"),
+                              f"2 of {len(names)} CAM files are missing", names[1], names[2], "--allow-missing")
+    assert str(cam_dir) in line
+    out = assert_ok(run_eval(eval_set, tmp_path, f"exp.cam_dir={cam_dir}", "--allow-missing"))
+    assert f"2 of {len(names)} CAM files are missing" in out
+    assert json.load(open(tmp_path / "scores.json"))["missing"] == names[1:3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--type", "png", "eval.png_dir=/nowhere"], "label PNGs are missing from /nowhere"),
+    (["cam.bkgscore=[0.1,high]"], "cam.bkgscore must be a number"),
+    (["eval.num_workers=-1"], "eval.num_workers must be"),
+    (["--sweep", "cam.bkgscore=[0.1,0.2]"], "--sweep and a cam.bkgscore list"),
+    (["--sweep", "--type", "png"], "label PNGs (--type png) have none"),
+])
+def test_bad_settings(eval_set, tmp_path, args, message):
+    assert_clean_error(run_eval(eval_set, tmp_path, *args), message)

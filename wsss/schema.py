@@ -1,0 +1,105 @@
+"""Every key of the project's config, with the values it takes (checked by engine.schema.validate).
+
+One table for every stage, so that a user finds each key in one place and a mistake in any of
+them is caught when the config is loaded, before any work starts. Choices repeat the names the
+code defines (net/resnet.py BACKBONES, net/pooling.py POOLS, net/classifier.py CODEBOOKS,
+engine/precision.py AMP_DTYPES, datasets SOURCES) so that loading a config does not import torch;
+tests/wsss/test_schema.py checks they agree.
+"""
+from engine.schema import AMP, Boolean, Choice, Either, Integer, ListOf, Number, Path, Section
+from wsss.crf import CRF_PARAM_KEYS
+
+DEFAULT_CONFIG = "configs/voc.yaml"  # what the stage scripts read without --config
+
+BKGSCORE = Number(min=0, max=1)  # CAMs are normalised to [0, 1]; the background score competes with them
+WORKERS = Integer(min=0, nullable=True)  # null: every usable core, 0: no worker processes
+
+SCHEMA = {
+    "exp": Section(),
+    "exp.work_dir": Path(),
+    "exp.checkpoint": Path(),  # the CAM network's weights: written by train_cam.py, read by infer_cam.py
+    "exp.cam_dir": Path(),
+
+    "dataset": Section(),
+    "dataset.name": Choice("voc"),  # the image and label source (datasets.SOURCES)
+    "dataset.root_dir": Path(),
+    "dataset.cls_labels": Path(),
+    "dataset.n_classes": Integer(min=1),  # optional: checked against the source's class count
+    "dataset.skip_undecodable": Boolean(),
+    "dataset.synthetic": Section(nullable=True),  # datasets/synthetic.py ensure_dataset's parameters
+    "dataset.synthetic.n_train_aug": Integer(min=1),
+    "dataset.synthetic.n_train": Integer(min=0),
+    "dataset.synthetic.n_val": Integer(min=0),
+    "dataset.synthetic.min_size": Integer(min=32),
+    "dataset.synthetic.max_size": Integer(min=32),
+    "dataset.synthetic.max_objects": Integer(min=1),
+    "dataset.synthetic.seed": Integer(min=0),
+
+    "model": Section(),
+    "model.backbone": Choice("resnet50", "resnet101"),
+    "model.pretrained": Either(Boolean(), Path(),
+                               expected="true (ImageNet weights), false (random weights) or a path to a .pth file"),
+    "model.vwe": Boolean(),
+    "model.k_words": Integer(min=1),
+    "model.codebook": Choice("learned", "memory_bank"),
+    "model.decov_weight": Number(min=0),
+    "model.memory_rho": Number(positive=True, max=1),
+    "model.pool": Choice("hspp", "gap"),
+    "model.hspp_gamma": Number(min=0),
+    "model.hspp_levels": ListOf(Integer(min=1)),
+    "model.detach_stage2": Boolean(),
+    "model.freeze_bn": Boolean(),
+
+    "train": Section(),
+    "train.split": Path(),
+    "train.batch_size": Integer(min=1),
+    "train.max_epochs": Integer(min=1),
+    "train.crop_size": Integer(min=1),
+    "train.resize_long": ListOf(Integer(min=1), length=2, ascending=True, nullable=True),
+    "train.hflip": Boolean(),
+    "train.num_workers": Integer(min=0),
+    "train.seed": Integer(min=0),  # numpy generators refuse negative seeds
+    "train.deterministic": Boolean(),
+    "train.amp": AMP,
+    "train.channels_last": Boolean(),
+    "train.save_iters": Integer(min=1),  # the training loop saves when step % save_iters == 0
+    "train.log_interval": Integer(min=1),
+    "train.tensorboard": Boolean(),
+    "train.opt": Section(),
+    "train.opt.lr": Number(positive=True),
+    "train.opt.new_layers_lr_mult": Number(positive=True),
+    "train.opt.weight_decay": Number(min=0),
+    "train.opt.momentum": Number(min=0),
+    "train.opt.power": Number(min=0),
+
+    "val": Section(),
+    "val.split": Path(),
+    "val.crop_size": Integer(min=1),
+
+    "cam": Section(),
+    "cam.split": Path(),
+    "cam.scales": ListOf(Number(positive=True)),
+    "cam.bkgscore": Either(BKGSCORE, ListOf(BKGSCORE)),  # a list: eval_cam.py scores each threshold
+    "cam.num_workers": Integer(min=0),
+    "cam.amp": AMP,
+    "cam.channels_last": Boolean(),
+    "cam.overwrite": Boolean(),
+
+    "eval": Section(),
+    "eval.gt_dir": Path(),
+    "eval.json": Path(),
+    "eval.png_dir": Path(),
+    "eval.num_workers": WORKERS,
+
+    "labels": Section(),
+    "labels.dir": Path(),
+    "labels.overlay_dir": Path(nullable=True),
+    "labels.picture_dir": Path(),
+    "labels.bkgscore": Number(min=0, max=1, nullable=True),  # null: cam.bkgscore
+    "labels.crf": Boolean(),
+    "labels.crf_params": Section(),  # wsss/crf.py check_crf_params also asks for every key
+    **{f"labels.crf_params.{name}": Integer(min=1) if name == "iterations" else Number(positive=True)
+       for name in CRF_PARAM_KEYS},
+    "labels.num_workers": WORKERS,
+    "labels.overwrite": Boolean(),
+}
