@@ -94,6 +94,12 @@ def train(ctx, config_dict, resume="auto"):
     """Train on this process's device; with several processes, each holds one DDP replica."""
     cfg = Config(config_dict)
     work_dir = cfg.exp.work_dir
+    files = TrainingFiles(last=os.path.join(work_dir, "checkpoints", "last.pth"), final=cfg.exp.checkpoint,
+                          log=os.path.join(work_dir, "train_log.jsonl"),
+                          tensorboard=os.path.join(work_dir, "tensorboard"))
+    # The trainer checks its settings (the batch over the processes, AMP) and seeds the generators, before the
+    # model is built.
+    trainer = Trainer(ctx, cfg.train, "train", files, config_dict, RESULT_KEYS, "exp.work_dir", OLDER_CHECKPOINTS)
     source = build_source(cfg)
     if ctx.is_main:
         prepare_dataset(cfg)
@@ -113,10 +119,6 @@ def train(ctx, config_dict, resume="auto"):
     if ctx.is_main and left_out:
         save_text(undecodable_list, "".join(name + "\n" for name in left_out))
 
-    files = TrainingFiles(last=os.path.join(work_dir, "checkpoints", "last.pth"), final=cfg.exp.checkpoint,
-                          log=os.path.join(work_dir, "train_log.jsonl"),
-                          tensorboard=os.path.join(work_dir, "tensorboard"))
-    trainer = Trainer(ctx, cfg.train, "train", files, config_dict, RESULT_KEYS, "exp.work_dir", OLDER_CHECKPOINTS)
     train_set, val_set = build_datasets(cfg, source, splits, len(left_out))
     model = VWEClassifier.from_config(cfg.model, n_classes=source.n_classes).to(ctx.device)
     backbone, new_layers = model.param_groups()

@@ -19,7 +19,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 if __name__ == "__main__" and not __package__:
-    sys.exit("error: run the benchmark from the repository root as a module: python -m benchmarks.bench ...")
+    print("error: run the benchmark from the repository root as a module: "
+          "python -m benchmarks.bench ...", file=sys.stderr)
+    sys.exit(2)
 
 import torch
 

@@ -58,8 +58,9 @@ class VWEClassifier(nn.Module):
             module.requires_grad_(False)
 
     @classmethod
-    def from_config(cls, model_cfg, n_classes=20, pretrained=None):
-        """Build from the `model` section of the config (pretrained may be overridden, e.g. False at inference)."""
+    def from_config(cls, model_cfg, n_classes, pretrained=None):
+        """Build from the `model` section of the config for the dataset's n_classes (pretrained may be
+        overridden, e.g. False at inference)."""
         return cls(backbone=model_cfg.backbone, n_classes=n_classes, k_words=model_cfg.k_words,
                    pretrained=model_cfg.pretrained if pretrained is None else pretrained,
                    pool=model_cfg.pool, vwe=model_cfg.vwe, detach_stage2=model_cfg.detach_stage2,

@@ -13,7 +13,9 @@ import os
 import sys
 
 if __name__ == "__main__" and not __package__:
-    sys.exit("error: run this tool from the repository root as a module: python -m tools.draw_cams ...")
+    print("error: run this tool from the repository root as a module: "
+          "python -m tools.draw_cams ...", file=sys.stderr)
+    sys.exit(2)
 
 from datasets import build_source
 from datasets.files import read_label, read_name_list

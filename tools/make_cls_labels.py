@@ -13,7 +13,9 @@ import argparse
 import sys
 
 if __name__ == "__main__" and not __package__:
-    sys.exit("error: run this tool from the repository root as a module: python -m tools.make_cls_labels ...")
+    print("error: run this tool from the repository root as a module: "
+          "python -m tools.make_cls_labels ...", file=sys.stderr)
+    sys.exit(2)
 
 from datasets.files import read_name_list
 from datasets.voc import build_cls_labels

@@ -16,7 +16,9 @@ import os
 import sys
 
 if __name__ == "__main__" and not __package__:
-    sys.exit("error: run this tool from the repository root as a module: python -m tools.pseudo_labels ...")
+    print("error: run this tool from the repository root as a module: "
+          "python -m tools.pseudo_labels ...", file=sys.stderr)
+    sys.exit(2)
 
 from PIL import Image
 from torch.utils.data import Dataset

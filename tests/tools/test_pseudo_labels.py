@@ -145,6 +145,6 @@ def test_run_by_path_says_how_to_run_it():
     from tests.support import run
 
     result = run("tools/pseudo_labels.py", "--config", "configs/synthetic.yaml")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("error: run this tool from the repository root as a module: "
                                      "python -m tools.pseudo_labels ...")
