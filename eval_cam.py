@@ -11,7 +11,6 @@ confusion matrix per threshold, so memory does not grow with the number of image
 (wsss/evaluation.py).
 """
 from datasets import build_source
-from datasets.files import read_name_list
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.parallel import worker_count
@@ -45,11 +44,13 @@ def evaluate_cams(cfg, kind="cam", sweep=False, allow_missing=False):
     thresholds = bkgscore_thresholds(cfg.cam.bkgscore, sweep) if kind == "cam" else [None]
     sweeping = kind == "cam" and (sweep or isinstance(cfg.cam.bkgscore, (list, tuple)))
     num_workers = worker_count(cfg.get("eval.num_workers"), "eval.num_workers")
-    names = read_name_list(cfg.cam.split)
+    source = build_source(cfg)
+    names = source.read_names(cfg.cam.split)
     pred_dir, what, producer = prediction_source(cfg, kind)
     context = {"split": cfg.cam.split, "cam_dir": pred_dir if kind == "cam" else None}
-    return evaluate(names, pred_dir, cfg.eval.gt_dir, build_source(cfg), cfg.eval.json, kind, thresholds, num_workers,
-                    allow_missing, what, producer, sweep=sweeping, context=context)
+    return evaluate(names, pred_dir, cfg.eval.gt_dir, source, cfg.eval.json, kind=kind, thresholds=thresholds,
+                    num_workers=num_workers, allow_missing=allow_missing, what=what, producer=producer,
+                    sweep=sweeping, context=context)
 
 
 def main(argv=None):

@@ -55,8 +55,8 @@ def read_splits(cfg, source):
 def leave_out_undecodable(cfg, source, splits, ctx):
     """dataset.skip_undecodable: (the splits without the images that cannot be decoded, their names)."""
     all_names = list(dict.fromkeys(name for names, _ in splits.values() for name in names))
-    bad_paths = undecodable_images([source.image_path(name) for name in all_names], ctx, cfg.train.num_workers)
-    left_out = sorted(name for name in all_names if source.image_path(name) in bad_paths)
+    name_of = {source.image_path(name): name for name in all_names}
+    left_out = sorted(name_of[path] for path in undecodable_images(list(name_of), ctx, cfg.train.num_workers))
     if left_out and ctx.is_main:
         print(f"left out {len(left_out)} of the {len(all_names)} images of train.split and val.split that cannot "
               f"be decoded (dataset.skip_undecodable): {', '.join(left_out[:5])}{', ...' if len(left_out) > 5 else ''}",
@@ -99,7 +99,8 @@ def train(ctx, config_dict, resume="auto"):
                           tensorboard=os.path.join(work_dir, "tensorboard"))
     # The trainer checks its settings (the batch over the processes, AMP) and seeds the generators, before the
     # model is built.
-    trainer = Trainer(ctx, cfg.train, "train", files, config_dict, RESULT_KEYS, "exp.work_dir", OLDER_CHECKPOINTS)
+    trainer = Trainer(ctx, cfg.train, "train", files, config_dict, result_keys=RESULT_KEYS,
+                      work_dir_key="exp.work_dir", assumed=OLDER_CHECKPOINTS)
     source = build_source(cfg)
     if ctx.is_main:
         prepare_dataset(cfg)
@@ -121,11 +122,9 @@ def train(ctx, config_dict, resume="auto"):
 
     train_set, val_set = build_datasets(cfg, source, splits, len(left_out))
     model = VWEClassifier.from_config(cfg.model, n_classes=source.n_classes).to(ctx.device)
-    backbone, new_layers = model.param_groups()
     opt = cfg.train.opt
-    optimizer = build_sgd([(backbone, 1), (new_layers, opt.new_layers_lr_mult)], opt.lr, opt.weight_decay,
-                          opt.momentum)
-    trainer.fit(model, optimizer, train_set, batch_losses, resume,
+    optimizer = build_sgd(model.param_groups(opt.new_layers_lr_mult), opt.lr, opt.weight_decay, opt.momentum)
+    trainer.fit(model, optimizer, train_set, batch_losses, resume=resume,
                 after_step=lambda: model.update_codebook(distributed.all_reduce_sum, distributed.broadcast_tensor),
                 end_of_epoch=lambda epoch: {"val_loss": validation_loss(
                     ctx, model, val_set, trainer.per_process_batch, cfg.train.num_workers)})

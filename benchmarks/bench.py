@@ -75,8 +75,7 @@ def measure_train(device, setting, mode):
     memory_format = torch.channels_last if mode["channels_last"] else torch.contiguous_format
     model = build_net(device, mode["channels_last"]).train()
     opt = load_config(os.path.join(ROOT, "configs/voc.yaml"), SCHEMA).train.opt
-    backbone, new_layers = model.param_groups()
-    optimizer = build_sgd([(backbone, 1), (new_layers, opt.new_layers_lr_mult)], opt.lr, opt.weight_decay, opt.momentum)
+    optimizer = build_sgd(model.param_groups(opt.new_layers_lr_mult), opt.lr, opt.weight_decay, opt.momentum)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator().manual_seed(1)
     images = torch.randn(setting["batch"], 3, setting["crop"], setting["crop"], generator=generator)

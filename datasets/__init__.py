@@ -1,5 +1,12 @@
-"""Where images and labels come from: sources chosen by `dataset.name` (each knows its files, class names,
-table columns and palette), the stage datasets over them, transforms and the synthetic generator."""
+"""Where images and labels come from: sources chosen by `dataset.name`, the stage datasets over them,
+transforms and the synthetic generator.
+
+A source (datasets/voc.py VOC) is built from dataset.root_dir and dataset.cls_labels and gives:
+class_names and n_classes (foreground), table_columns (background first, for score tables),
+palette (768 ints, for label PNGs), help (where the data comes from, ending errors),
+image_path(name), check_root(), read_names(split file), read_split(split file, key) (images
+checked to exist), load_cls_labels() and labels_for(names) (image-level multi-hot labels).
+"""
 from datasets.voc import VOC
 from engine.errors import UserError
 

@@ -65,10 +65,14 @@ class VOC:
             if not os.path.isdir(os.path.join(root, folder)):
                 raise UserError(f"dataset.root_dir {root} has no {folder}/ folder. {VOC_HELP}")
 
+    def read_names(self, split_path):
+        """The names of a split file (datasets/voc/ holds VOC's), without looking for their images."""
+        return read_name_list(split_path, LISTS_HINT)
+
     def read_split(self, split_path, split_key):
         """The names of a split file whose images all exist (else one error that counts the missing ones and
         names the first few)."""
-        names = read_name_list(split_path, LISTS_HINT)
+        names = self.read_names(split_path)
         folder = os.path.join(self.root_dir, "JPEGImages")
         missing = missing_files(names, folder, ".jpg")
         if missing:
@@ -79,6 +83,9 @@ class VOC:
     def load_cls_labels(self):
         """cls_labels.npy: a pickled dict {int name: float32[20] multi-hot}, made by python -m tools.make_cls_labels."""
         path = self.cls_labels_path
+        if path is None:
+            raise UserError("config key dataset.cls_labels is missing; set it to the image-level labels file "
+                            "(datasets/voc/cls_labels.npy for VOC)")
         if not os.path.isfile(path):
             raise UserError(f"dataset.cls_labels {path} does not exist; build it with python -m tools.make_cls_labels")
         try:

@@ -15,7 +15,6 @@ import torch.distributed as dist
 
 from engine.errors import UserError, run_main
 
-_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +176,7 @@ def all_gather_objects(value):
     return gathered
 
 
-def split_batch(global_batch, world_size, key="train.batch_size"):
+def split_batch(global_batch, world_size, key):
     """The per-process share of a global batch; it must divide evenly."""
     if global_batch % world_size:
         raise UserError(f"{key}={global_batch} does not divide over {world_size} processes; "

@@ -113,14 +113,3 @@ def save_image(path, pil_image, **save_kwargs):
     image_format = {"JPG": "JPEG"}.get(image_format, image_format)
     with atomic_open(path, "wb") as handle:
         pil_image.save(handle, format=image_format, **save_kwargs)
-
-
-def settings_changes(manifest_path, settings):
-    """["key: old -> new", ...] for the keys of `settings` that differ from the JSON manifest at
-    `manifest_path` (a settings file a stage keeps beside its outputs); [] when there is no manifest."""
-    if not os.path.isfile(manifest_path):
-        return []
-    with open(manifest_path) as handle:
-        previous = json.load(handle)
-    return [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in settings.items()
-            if previous.get(key) != value]

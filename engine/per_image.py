@@ -31,12 +31,14 @@ from tqdm import tqdm
 
 from engine import distributed
 from engine.errors import UserError
-from engine.files import prepare_output_dir, save_json, settings_changes
+from engine.files import prepare_output_dir, save_json
+from engine.parallel import usable_cores
 from engine.signals import GracefulStop, ignore_interrupts
 
 UNFINISHED = "unfinished_overwrite"  # manifest flag while an overwrite replaces files of other settings
 PENDING_WRITES = 8  # results waiting for the writer thread, at most
-SHOWN_NOTES = 5  # unreadable outputs reported by name, per process
+SHOWN_NOTES = 5  # unreadable outputs reported by name, per process (all of them are counted)
+CHECK_THREADS = 8  # threads reading existing outputs back (decoding and file reads release the GIL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,43 +55,50 @@ class PerImageOutputs:
     folders: the output folders, the first holding the manifest. outputs(name) -> [(path, read), ...]:
     the files of one image, each with a function that reads it back (raising UserError when it cannot).
     settings: what the files depend on (JSON-serialisable), recorded in `manifest`. overwrite: redo
-    every image. overwrite_hint: how the user asks for that ("pass --overwrite"), in messages.
+    every image (the stage's --overwrite).
     """
     folders: list
     manifest: str
     settings: dict
     outputs: Callable
     overwrite: bool = False
-    overwrite_hint: str = "pass --overwrite"
 
     @property
     def manifest_path(self):
         return os.path.join(self.folders[0].path, self.manifest)
 
 
-def _manifest_flag(path):
-    """True when the manifest at `path` says an overwrite that changed the settings did not finish."""
+def read_manifest(path):
+    """The settings manifest at `path` as a dict; {} when there is none (a new folder, or files made by other
+    code, which are taken as they are)."""
     if not os.path.isfile(path):
-        return False
-    with open(path) as handle:
-        return bool(json.load(handle).get(UNFINISHED))
+        return {}
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a settings manifest (a JSON object); delete it, or pass --overwrite to redo "
+                        f"the folder", every_rank=True)
+    return manifest
 
 
 def check_manifest(spec):
     """Whether this run may write into spec's folders -> True when it replaces files of other settings
     (an overwrite), False otherwise; a UserError when files of other settings would be mixed in."""
-    folder = spec.folders[0]
-    changed = settings_changes(spec.manifest_path, spec.settings)
-    unfinished = _manifest_flag(spec.manifest_path)
-    contents = folder.contents
+    folder, previous = spec.folders[0], read_manifest(spec.manifest_path)
+    changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in spec.settings.items()
+               if previous and previous.get(key) != value]
+    unfinished = bool(previous.get(UNFINISHED))
     if spec.overwrite:
         return bool(changed) or unfinished
     if changed:
-        raise UserError(f"{folder.path} holds {contents} made with other settings ({'; '.join(changed[:2])}); "
-                        f"{spec.overwrite_hint} to redo them, or set another {folder.key}", every_rank=True)
+        raise UserError(f"{folder.path} holds {folder.contents} made with other settings ({'; '.join(changed[:2])}); "
+                        f"pass --overwrite to redo them, or set another {folder.key}", every_rank=True)
     if unfinished:
-        raise UserError(f"{folder.path} holds the {contents} of an interrupted overwrite mixed with older ones; "
-                        f"{spec.overwrite_hint} again to finish it", every_rank=True)
+        raise UserError(f"{folder.path} holds the {folder.contents} of an interrupted overwrite mixed with older "
+                        f"ones; pass --overwrite again to finish it", every_rank=True)
     return False
 
 
@@ -114,14 +123,13 @@ class PerImageRunner:
 
     def __init__(self, ctx, spec):
         self.ctx, self.spec = ctx, spec
-        self.replacing = False
-        self.counts = {"written": 0, "redone": 0, "skipped": 0}
-        self.todo, self.finished, self.stopped_by = [], 0, None
+        self.replacing, self.counts, self.todo, self.finished = False, {}, [], 0
 
     def start(self, names):
         """Prepare the folders, check and write the manifest -> the indices into `names` of the images this
         process must do (its share, less those already done)."""
         ctx, spec = self.ctx, self.spec
+        self.counts, self.todo, self.finished = {"written": 0, "redone": 0, "skipped": 0}, [], 0
         if ctx.is_main:
             for folder in spec.folders:
                 prepare_output_dir(folder.path, folder.key)
@@ -130,9 +138,14 @@ class PerImageRunner:
         if ctx.is_main:
             save_json(spec.manifest_path, {**spec.settings, UNFINISHED: True} if self.replacing else spec.settings)
 
+        share = range(ctx.rank, len(names), ctx.world_size)
+        if spec.overwrite:
+            states = ["new"] * len(share)
+        else:
+            with ThreadPoolExecutor(max_workers=min(CHECK_THREADS, usable_cores())) as pool:
+                states = list(pool.map(lambda index: _state(spec.outputs(names[index])), share))
         notes = 0
-        for index in range(ctx.rank, len(names), ctx.world_size):
-            state = "new" if spec.overwrite else _state(spec.outputs(names[index]))
+        for index, state in zip(share, states):
             if state == "done":
                 self.counts["skipped"] += 1
                 continue

@@ -1,4 +1,4 @@
-"""Mixed precision switches (train.amp, cam.amp): off | bf16 | fp16."""
+"""Mixed precision switches of the config (a stage's amp key): off | bf16 | fp16."""
 import torch
 
 from engine.errors import UserError

@@ -1,9 +1,10 @@
 """Rules for config values, and `validate`, which checks a loaded config against a schema.
 
 A schema maps each dotted key to a rule (the project's is wsss/schema.py). A key missing from a
-config is fine (old configs lack newer keys; the code falls back on its defaults); a key the
-schema does not know, or a value its rule rejects, is a ConfigError naming the key, the value,
-what is expected and the config file. Numbers never accept true/false, whole numbers are fine
+config passes here (old configs lack newer keys, which the code reads with a default; a key a stage
+needs and does not find is a ConfigError when the stage reads it); a key the schema does not know,
+or a value its rule rejects, is a ConfigError naming the key, the value, what is expected and the
+config file. Numbers never accept true/false, whole numbers are fine
 where a number is expected, and true/false never stands for a number.
 """
 import difflib

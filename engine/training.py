@@ -94,10 +94,19 @@ def mean_over_dataset(ctx, model, dataset, batch_size, num_workers, batch_sum):
     return value_sum / max(count, 1)
 
 
+def replicated_state(model):
+    """{name: tensor} of what DDP keeps equal on every process: the parameters and the buffers, but not the
+    statistics of BatchNorm layers in training mode, which each process takes from its own share of the batch."""
+    per_process = {f"{name}.{buffer}" for name, module in model.named_modules()
+                   if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+                   for buffer in ("running_mean", "running_var", "num_batches_tracked")}
+    return {name: tensor for name, tensor in model.state_dict().items() if name not in per_process}
+
+
 def differing_tensors(model):
-    """The names of the tensors of `model` (parameters and buffers) that differ between the processes' replicas,
+    """The names of the replicated tensors of `model` (replicated_state) that differ between the processes,
     told apart by float64 checksums, one small all-gather. [] in a single process."""
-    state = model.state_dict()
+    state = replicated_state(model)
     checksums = torch.stack([tensor.detach().double().sum() for tensor in state.values()]).cpu()
     every_rank = distributed.all_gather_objects(checksums)
     return [name for index, name in enumerate(state)
@@ -159,8 +168,8 @@ class Trainer:
         """Load a resumable checkpoint into the live objects -> the step it was saved at."""
         saved_images = state.get("n_train_images", n_images)
         if saved_images != n_images:  # the global batches would be other images than the run's so far
-            raise UserError(f"checkpoint {path} was trained on {saved_images} training images but this run "
-                            f"has {n_images} (images added, removed, or left out as undecodable); "
+            raise UserError(f"checkpoint {path} was trained on {saved_images} images of {self.key}.split but this "
+                            f"run has {n_images} (images added, removed, or left out as undecodable); "
                             f"restore them, or pass --restart", every_rank=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -109,13 +109,13 @@ class VWEClassifier(nn.Module):
         if self.use_vwe and self.codebook_kind == "memory_bank":
             self.word_encoder.update(all_reduce_sum, broadcast)
 
-    def param_groups(self):
-        """(backbone parameters, new-layer parameters), trainable ones only; new layers get 10x lr."""
+    def param_groups(self, new_layers_lr_mult):
+        """[(backbone parameters, 1), (new-layer parameters, new_layers_lr_mult)], trainable ones only: the
+        groups of engine.optim.build_sgd (the new layers train at 10x the backbone's rate in the paper)."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         backbone_ids = {id(p) for p in self.backbone.parameters()}
         new_layers = [p for p in self.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        return backbone, new_layers
-
+        return [(backbone, 1), (new_layers, new_layers_lr_mult)]
 
 
 def vwe_losses(outputs, labels):

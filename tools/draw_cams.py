@@ -18,7 +18,7 @@ if __name__ == "__main__" and not __package__:
     sys.exit(2)
 
 from datasets import build_source
-from datasets.files import read_label, read_name_list
+from datasets.files import read_label
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.files import prepare_output_dir, save_image
@@ -30,7 +30,7 @@ from wsss.schema import DEFAULT_CONFIG, SCHEMA
 DEFAULT_COUNT = 4
 
 
-def chosen_names(cfg, names_arg, count):
+def chosen_names(cfg, source, names_arg, count):
     if names_arg:
         names = [name.strip() for name in names_arg.split(",") if name.strip()]
         if not names:
@@ -38,7 +38,7 @@ def chosen_names(cfg, names_arg, count):
         return names
     if count < 1:
         raise UserError(f"--count must be at least 1, got {count}")
-    return read_name_list(cfg.cam.split)[:count]
+    return source.read_names(cfg.cam.split)[:count]
 
 
 def picture_row_of(cfg, source, name, bkgscore, crf_params, height):
@@ -55,12 +55,11 @@ def picture_row_of(cfg, source, name, bkgscore, crf_params, height):
     return cam_picture_row(name, image, high_res, keys, labels, source.class_names, source.palette, gt, height)
 
 
-def draw_cams(cfg, names, crf=False, height=None, out=None):
+def draw_cams(cfg, source, names, crf=False, height=None, out=None):
     """Write one picture per image under labels.picture_dir, or all rows into `out`; returns the paths written."""
     bkgscore, crf_params = label_options(cfg, crf=crf or None)
     if height is not None and height < 8:
         raise UserError(f"--height must be at least 8 pixels, got {height}")
-    source = build_source(cfg)
     source.check_root()
     if out:
         prepare_output_dir(os.path.dirname(os.path.abspath(out)), "--out")
@@ -86,7 +85,8 @@ def main(argv=None):
     parser.add_argument("--height", type=int, default=None, help="panel height in pixels (default: the image's)")
     parser.add_argument("--out", default=None, help="one PNG with a row per image, instead of labels.picture_dir")
     args, cfg = parse_config(parser, SCHEMA, argv)
-    paths = draw_cams(cfg, chosen_names(cfg, args.names, args.count), args.crf, args.height, args.out)
+    source = build_source(cfg)
+    paths = draw_cams(cfg, source, chosen_names(cfg, source, args.names, args.count), args.crf, args.height, args.out)
     print(f"wrote {paths[0]}" if len(paths) == 1 else f"wrote {len(paths)} pictures to {cfg.labels.picture_dir}")
 
 

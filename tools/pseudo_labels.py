@@ -24,14 +24,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets import build_source
-from datasets.files import read_image, read_label, read_name_list, save_label_png
+from datasets.files import read_image, read_label, save_label_png
 from engine.cli import build_parser, parse_config
 from engine.distributed import DistContext
-from engine.errors import UserError, run_main
-from engine.files import missing_files, save_image
+from engine.errors import run_main
+from engine.files import save_image
 from engine.parallel import worker_count
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
 from wsss.cam import CAM_SETTINGS_FILE, image_of_cam, load_cam_file
+from wsss.evaluation import present_predictions
 from wsss.labels import label_options, overlay_labels, pseudo_label
 from wsss.schema import DEFAULT_CONFIG, SCHEMA
 
@@ -79,12 +80,9 @@ def make_pseudo_labels(cfg):
     bkgscore, crf_params = label_options(cfg)
     num_workers = worker_count(cfg.labels.num_workers, "labels.num_workers")
     source = build_source(cfg)
-    names = read_name_list(cfg.cam.split)
+    names = source.read_names(cfg.cam.split)
     cam_dir, label_dir, overlay_dir = cfg.exp.cam_dir, cfg.labels.dir, cfg.labels.overlay_dir
-    missing = missing_files(names, cam_dir, ".npy")
-    if missing:
-        raise UserError(f"{len(missing)} of {len(names)} CAM files are missing from {cam_dir} "
-                        f"(e.g. {', '.join(missing[:3])}); run infer_cam.py first")
+    present_predictions(names, cam_dir, "cam", False, "CAM files", "run infer_cam.py first")
     if crf_params is not None or overlay_dir:
         source.check_root()
 

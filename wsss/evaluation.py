@@ -153,16 +153,15 @@ def best_index(results):
 
 
 def evaluate(names, pred_dir, gt_dir, source, json_path, kind="cam", thresholds=(None,), num_workers=None,
-             allow_missing=False, what="predictions", producer="make them first", sweep=False, context=None,
-             json_key="eval.json"):
+             allow_missing=False, what="predictions", producer="make them first", sweep=False, context=None):
     """Score the predictions of `names` in pred_dir against gt_dir, print the report, write it to json_path
-    (named by config key json_key; with sweep=True also a plot) -> the result dict: the scores of the best
+    (eval.json; with sweep=True also a plot) -> the result dict: the scores of the best
     threshold, the threshold, counts, the `context` entries, the missing names; with sweep=True every
     threshold's scores under "sweep"; for label PNGs the share of unlabelled pixels."""
     if not os.path.isdir(gt_dir):
         raise UserError(f"ground-truth folder {gt_dir} does not exist; set eval.gt_dir. {source.help}")
     names, missing = present_predictions(names, pred_dir, kind, allow_missing, what, producer)
-    prepare_output_dir(os.path.dirname(os.path.abspath(json_path)), json_key)  # before the work, not after it
+    prepare_output_dir(os.path.dirname(os.path.abspath(json_path)), "eval.json")  # before the work, not after it
     confusions = score_images(names, pred_dir, gt_dir, source.n_classes + 1, kind, thresholds, num_workers,
                               source=source)
     per_threshold = [scores(confusion) for confusion in confusions]

@@ -41,7 +41,7 @@ def label_options(cfg, crf=None):
 
 def label_colours(label, palette):
     """(H, W) class ids -> (H, W, 3) uint8 colours of the flat 768-value `palette` (255, the ignore index,
-    is VOC's cream)."""
+    takes the palette's last colour)."""
     return np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[np.asarray(label, dtype=np.uint8)]
 
 

@@ -103,7 +103,7 @@ def test_weights_files_of_this_project_and_bare_state_dicts_read_alike(tmp_path)
         read_weights(tmp_path / "junk.pth")
 
 
-def test_strict_loading_names_what_does_not_fit(tmp_path):
+def test_strict_loading_names_what_does_not_fit():
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
     state = {key: value.clone() for key, value in model.state_dict().items()}
     state["0.weight"] = torch.zeros(4, 3)

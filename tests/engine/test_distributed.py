@@ -36,9 +36,9 @@ def test_sampler_starts_mid_epoch():
 
 
 def test_split_batch_must_divide():
-    assert distributed.split_batch(16, 2) == 8
+    assert distributed.split_batch(16, 2, "train.batch_size") == 8
     with pytest.raises(Exception, match="train.batch_size=16 does not divide over 3 processes"):
-        distributed.split_batch(16, 3)
+        distributed.split_batch(16, 3, "train.batch_size")
 
 
 def test_parse_gpu_ids():

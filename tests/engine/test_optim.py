@@ -7,8 +7,7 @@ from net.classifier import VWEClassifier
 
 
 def build_optimizer(model, momentum=1e-4):
-    backbone, new_layers = model.param_groups()
-    return build_sgd([(backbone, 1), (new_layers, 10)], lr=0.01, weight_decay=1e-4, momentum=momentum)
+    return build_sgd(model.param_groups(10), lr=0.01, weight_decay=1e-4, momentum=momentum)
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,12 @@ def test_an_interrupted_overwrite_is_not_resumed_as_if_complete(tmp_path):
     assert check_manifest(spec(tmp_path, {"scale": 2}, overwrite=True))
 
 
+def test_a_manifest_that_is_not_json_is_one_error(tmp_path):
+    (tmp_path / "settings.json").write_text("{not json")
+    with pytest.raises(UserError, match="settings.json is not a settings manifest.*delete it, or pass --overwrite"):
+        run(tmp_path)
+
+
 def test_processes_share_the_images(tmp_path):
     shares = [PerImageRunner(DistContext(rank, 3), spec(tmp_path)).start(NAMES) for rank in range(3)]
     assert shares == [[0, 3], [1, 4], [2, 5]]

@@ -74,7 +74,8 @@ def test_training_mode_does_not_change_outputs(net):
 
 
 def test_param_groups_split_backbone_and_new_layers(net):
-    backbone, new_layers = net.param_groups()
+    (backbone, backbone_mult), (new_layers, new_mult) = net.param_groups(10)
+    assert (backbone_mult, new_mult) == (1, 10)
     new_ids = {id(p) for p in new_layers}
     assert new_ids == {id(net.classifier.weight), id(net.word_encoder.codebook),
                        id(net.hist_classifier.weight), id(net.word_classifier.weight)}

@@ -322,7 +322,7 @@ def test_resuming_on_fewer_images_is_refused(voc_copy, tmp_path):
     name = first_name(voc_copy)
     (voc_copy / "JPEGImages" / f"{name}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     result = run(*command, "dataset.skip_undecodable=true")
-    assert_clean_error(result, "last.pth was trained on 4 training images but this run has 3", "--restart")
+    assert_clean_error(result, "last.pth was trained on 4 images of train.split but this run has 3", "--restart")
 
 
 def test_a_synthetic_config_pointed_at_a_dataset_it_did_not_generate(tiny_voc, tmp_path):
