@@ -6,14 +6,20 @@
     python eval_cam.py --type png [eval.png_dir=DIR]    # label PNGs (pseudo labels, CRF output) instead of CAMs
     python eval_cam.py --allow-missing                  # score the images that have a file, list the others
 
-Images are scored in parallel worker processes (eval.num_workers) that each return a summed
-confusion matrix per threshold, so memory does not grow with the number of images
-(wsss/evaluation.py).
+The run's score at the configured threshold goes to eval.json (eval_cam.json); a sweep (of --sweep or
+a cam.bkgscore list) to <eval.json stem>_sweep.json with its plot <stem>_sweep.png, label PNGs to
+<stem>_png.json, so that neither replaces the run's score. Images are scored in parallel worker
+processes (eval.num_workers) that each return a summed confusion matrix per threshold, so memory
+does not grow with the number of images (wsss/evaluation.py).
 """
+import os
+
 from datasets import build_source
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.parallel import worker_count
+from engine.per_image import read_manifest
+from wsss.cam import CAM_SETTINGS_FILE
 from wsss.evaluation import SUFFIXES, evaluate
 from wsss.metrics import sweep_grid
 from wsss.schema import DEFAULT_CONFIG, SCHEMA
@@ -27,6 +33,33 @@ def bkgscore_thresholds(bkgscore, sweep):
         return sweep_grid()
     values = list(bkgscore) if isinstance(bkgscore, (list, tuple)) else [bkgscore]  # checked by the config schema
     return sorted({float(value) for value in values})
+
+
+def check_cams_are_of_these_images(cam_dir, split, source, names):
+    """CAM files made from the images a split had before its dataset was regenerated would be scored against
+    the new ground truth: refuse them (infer_cam.py records cam.split and a digest of its images)."""
+    made = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE))
+    if made.get("split") != os.path.abspath(split) or "images" not in made:
+        return  # made for another split (a superset, say), or by other code: nothing to compare
+    try:
+        current = source.fingerprint(names)
+    except OSError:
+        return  # the images are not there to compare with
+    if made["images"] != current:
+        raise UserError(f"the CAM files in {cam_dir} were made before the images of cam.split changed (the dataset "
+                        f"was regenerated or replaced); redo them: python infer_cam.py --overwrite (or "
+                        f"cam.overwrite=true)")
+
+
+def output_paths(cfg, kind, sweeping):
+    """(JSON, plot or None): eval.json for the run's score, <stem>_sweep.json / .png for a sweep, <stem>_png.json
+    for label PNGs, so that neither replaces the run's score."""
+    stem = os.path.splitext(cfg.eval.json)[0]
+    if kind == "png":
+        return stem + "_png.json", None
+    if sweeping:
+        return stem + "_sweep.json", stem + "_sweep.png"
+    return cfg.eval.json, None
 
 
 def prediction_source(cfg, kind):
@@ -45,16 +78,21 @@ def evaluate_cams(cfg, kind="cam", sweep=False, allow_missing=False):
     sweeping = kind == "cam" and (sweep or isinstance(cfg.cam.bkgscore, (list, tuple)))
     num_workers = worker_count(cfg.get("eval.num_workers"), "eval.num_workers")
     source = build_source(cfg)
+    source.check_root(folders=())  # as every stage does: a wrong dataset.root_dir is named first
     names = source.read_names(cfg.cam.split)
     pred_dir, what, producer = prediction_source(cfg, kind)
+    if kind == "cam":
+        check_cams_are_of_these_images(pred_dir, cfg.cam.split, source, names)
+    json_path, plot_path = output_paths(cfg, kind, sweeping)
+    configured = cfg.cam.bkgscore if not isinstance(cfg.cam.bkgscore, (list, tuple)) else None
     context = {"split": cfg.cam.split, "cam_dir": pred_dir if kind == "cam" else None}
-    return evaluate(names, pred_dir, cfg.eval.gt_dir, source, cfg.eval.json, kind=kind, thresholds=thresholds,
+    return evaluate(names, pred_dir, cfg.eval.gt_dir, source, json_path, kind=kind, thresholds=thresholds,
                     num_workers=num_workers, allow_missing=allow_missing, what=what, producer=producer,
-                    sweep=sweeping, context=context)
+                    sweep=sweeping, context=context, configured=configured, plot_path=plot_path)
 
 
 def main(argv=None):
-    parser = build_parser(__doc__, DEFAULT_CONFIG)
+    parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
     parser.add_argument("--type", choices=sorted(SUFFIXES), default="cam",
                         help="cam: the CAM .npy files of exp.cam_dir (default); png: label PNGs of eval.png_dir")
     parser.add_argument("--sweep", action="store_true",

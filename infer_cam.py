@@ -30,16 +30,40 @@ from wsss.schema import DEFAULT_CONFIG, SCHEMA
 def load_model(cfg, n_classes, device, memory_format=torch.contiguous_format, verbose=True):
     model = VWEClassifier.from_config(cfg.model, n_classes=n_classes, pretrained=False)
     load_checkpoint(model, cfg.exp.checkpoint, verbose)
+    if verbose:
+        print(f"CAMs of the weights in {cfg.exp.checkpoint}", flush=True)
     return model.to(device).to(memory_format=memory_format).eval()
 
 
-def cam_settings(cfg):
-    """What the CAM values depend on: the checkpoint file (path, size, time), the scales and AMP."""
+CHECKPOINT_KEYS = ("checkpoint", "checkpoint_bytes", "checkpoint_mtime_ns")
+
+
+def cam_settings(cfg, source, names):
+    """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and the images
+    (cam.split and a digest of its image files)."""
     checkpoint = os.path.abspath(cfg.exp.checkpoint)
     stat = os.stat(checkpoint)
     amp = cfg.cam.amp if cfg.cam.amp is not False else "off"
     return {"checkpoint": checkpoint, "checkpoint_bytes": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns,
-            "scales": list(cfg.cam.scales), "amp": amp}
+            "scales": list(cfg.cam.scales), "amp": amp, "split": os.path.abspath(cfg.cam.split),
+            "images": source.fingerprint(names)}
+
+
+def explain_changes(previous, current, changed):
+    """What changed since the CAMs of a folder were made, in words."""
+    sentences = []
+    if "checkpoint" in changed:
+        sentences.append(f"they come from another checkpoint, {previous['checkpoint']}")
+    elif any(key in changed for key in CHECKPOINT_KEYS):
+        newer = current["checkpoint_mtime_ns"] > previous.get("checkpoint_mtime_ns", 0)
+        sentences.append("the checkpoint was retrained after these CAMs were made" if newer
+                         else "the checkpoint file was replaced after these CAMs were made")
+    if "split" in changed:
+        sentences.append(f"they were made for another cam.split, {previous['split']}")
+    elif "images" in changed:
+        sentences.append("the images of cam.split changed since (the dataset was regenerated or replaced)")
+    sentences += [f"cam.{key}: {previous[key]!r} -> {current[key]!r}" for key in ("scales", "amp") if key in changed]
+    return sentences
 
 
 def infer(ctx, config_dict):
@@ -56,8 +80,9 @@ def infer(ctx, config_dict):
     cam_dir = cfg.exp.cam_dir
     runner = PerImageRunner(ctx, PerImageOutputs(
         folders=[OutputFolder(cam_dir, "exp.cam_dir", "CAM files")], manifest=CAM_SETTINGS_FILE,
-        settings=cam_settings(cfg), outputs=lambda name: [(os.path.join(cam_dir, name + ".npy"), load_cam_file)],
-        overwrite=cfg.cam.overwrite))
+        settings=cam_settings(cfg, source, names),
+        outputs=lambda name: [(os.path.join(cam_dir, name + ".npy"), load_cam_file)],
+        overwrite=cfg.cam.overwrite, overwrite_key="cam.overwrite", explain=explain_changes))
     runner.start(names)
 
     def compute(sample):

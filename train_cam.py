@@ -38,7 +38,13 @@ def prepare_dataset(cfg):
     if params:
         from datasets import synthetic
 
-        synthetic.ensure_dataset(cfg.dataset.root_dir, **params)
+        summary = synthetic.ensure_dataset(cfg.dataset.root_dir, **params)
+        if summary["generated"]:
+            what = "regenerated" if summary["changed"] else "generated"
+            print(f"{what} the synthetic dataset in {cfg.dataset.root_dir}: {summary['n_images']} images "
+                  f"(train_aug {summary['n_train_aug']}, train {summary['n_train']}, val {summary['n_val']})"
+                  + (f"; its parameters changed ({', '.join(summary['changed'])}), so results made from the old "
+                     f"images will not be reused" if summary["changed"] else ""), flush=True)
 
 
 def read_splits(cfg, source):
@@ -124,7 +130,10 @@ def train(ctx, config_dict, resume="auto"):
     model = VWEClassifier.from_config(cfg.model, n_classes=source.n_classes).to(ctx.device)
     opt = cfg.train.opt
     optimizer = build_sgd(model.param_groups(opt.new_layers_lr_mult), opt.lr, opt.weight_decay, opt.momentum)
+    if ctx.is_main:
+        save_text(os.path.join(work_dir, "config.yaml"), repr(cfg))  # the resolved config of this run
     trainer.fit(model, optimizer, train_set, batch_losses, resume=resume,
+                data_fingerprint=source.fingerprint(train_set.names),
                 after_step=lambda: model.update_codebook(distributed.all_reduce_sum, distributed.broadcast_tensor),
                 end_of_epoch=lambda epoch: {"val_loss": validation_loss(
                     ctx, model, val_set, trainer.per_process_batch, cfg.train.num_workers)})

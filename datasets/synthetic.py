@@ -473,7 +473,8 @@ def ensure_dataset(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, 
                    max_objects=3, seed=0):
     """Generate the dataset unless out_dir already holds a complete one made with these parameters.
 
-    Returns the summary dict, with generated=True/False.
+    Returns the summary dict, with generated=True/False and, when a dataset of other parameters was
+    replaced, changed=["seed: 0 -> 1", ...].
     """
     params = dict(n_train_aug=n_train_aug, n_train=n_train, n_val=n_val, min_size=min_size,
                   max_size=max_size, max_objects=max_objects, seed=seed)
@@ -482,7 +483,10 @@ def ensure_dataset(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, 
     manifest = _is_complete(os.fspath(out_dir), params)
     if manifest is not None:
         return dict(manifest.get("summary", {}), generated=False)
-    return dict(generate(out_dir, **params), generated=True)
+    previous = (_read_manifest(os.fspath(out_dir)) or {}).get("params") or {}
+    changed = [f"{key}: {previous[key]} -> {value}" for key, value in params.items()
+               if key in previous and previous[key] != value]
+    return dict(generate(out_dir, **params), generated=True, changed=changed)
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """PASCAL VOC 2012 (with the SBD-augmented SegmentationClassAug labels): its classes, files and image labels."""
+import hashlib
 import os
 import xml.etree.ElementTree as ET
 
@@ -79,6 +80,14 @@ class VOC:
             raise UserError(f"{split_key} {split_path} names {len(missing)} of {len(names)} images that are not in "
                             f"{folder}, e.g. {', '.join(missing[:3])}; check dataset.root_dir and the split file")
         return names
+
+    def fingerprint(self, names):
+        """A short digest of the image files of `names` (name and size of each): it changes when the dataset
+        is regenerated or replaced, not when it is copied or moved. Quick: the files are not read."""
+        digest = hashlib.sha1()
+        for name in names:
+            digest.update(f"{name} {os.path.getsize(self.image_path(name))}\n".encode())
+        return digest.hexdigest()[:16]
 
     def load_cls_labels(self):
         """cls_labels.npy: a pickled dict {int name: float32[20] multi-hot}, made by python -m tools.make_cls_labels."""

@@ -4,12 +4,14 @@ import argparse
 from engine.config import load_config
 
 
-def build_parser(description, default_config):
+def build_parser(description, default_config, gpu=True):
+    """--config, key=value overrides and, for a command that runs a network (gpu=True), --gpu."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
-    parser.add_argument("--gpu", default=None,
-                        help="GPU ids such as 0 or 0,1 (one process per GPU), or 'cpu' "
-                             "(default: GPU 0, or the local rank's GPU under torchrun; the CPU without CUDA)")
+    if gpu:
+        parser.add_argument("--gpu", default=None,
+                            help="GPU ids such as 0 or 0,1 (one process per GPU), or 'cpu' "
+                                 "(default: GPU 0, or the local rank's GPU under torchrun; the CPU without CUDA)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides with dotted keys, values parsed as YAML (e.g. cam.bkgscore=0.15)")
     return parser

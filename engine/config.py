@@ -6,6 +6,8 @@ refers to another key, after the overrides, so a derived default (a path under e
 is written once, in a base file.
 """
 import copy
+import difflib
+import glob
 import os
 import re
 
@@ -136,12 +138,27 @@ def _merge(base, child):
     return merged
 
 
+def _missing_file_hint(path):
+    """'; did you mean X?' and the YAML files of the folder `path` names, when it exists."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"; the folder {folder} does not exist either"
+    found = sorted(glob.glob(os.path.join(folder, "*.y*ml")))
+    if not found:
+        return f"; {folder} holds no YAML file"
+    close = difflib.get_close_matches(path, found, n=1, cutoff=0.6)
+    names = ", ".join(os.path.basename(name) for name in found)
+    return (f"; did you mean {close[0]}?" if close else "") + f" ({folder} holds {names})"
+
+
 def read_yaml(path, _including=()):
     """A config file as a dict, merged over its `_base_` file or files (relative to this file, in order)."""
     if os.path.abspath(path) in _including:
         raise ConfigError(f"config file {path} names itself as a _base_, through {' -> '.join(_including)}")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist; pass --config configs/voc.yaml or another file")
+        named_by = f", a _base_ of {_including[-1]} (bases are found next to the file naming them)" \
+            if _including else ""
+        raise ConfigError(f"config file {path}{named_by} does not exist{_missing_file_hint(path)}")
     try:
         with open(path) as handle:
             data = yaml.safe_load(handle)

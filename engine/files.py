@@ -60,17 +60,27 @@ def atomic_open(path, mode="wb"):
 
 
 def prepare_output_dir(folder, key):
-    """Before a stage writes into `folder` (named by config key `key`): create it, check a file can be
-    written there (so a long run does not fail at its end), and delete the temporary files a killed
-    run (SIGKILL, power loss) left in it mid-write. Call it before any process writes there."""
+    """Before a stage writes into `folder` (named by config key `key`): check that files can be written there
+    (so a long run does not fail at its end) and delete the temporary files a killed run (SIGKILL, power
+    loss) left in it mid-write. Call it before any process writes there.
+
+    The folder is not created here but by the first file written into it (atomic_open), so a run that
+    stops before writing anything leaves no empty folder behind; a folder not there yet is checked by
+    writing into its nearest existing parent, which must be a folder."""
+    existing = os.path.abspath(folder)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write_test.", suffix=TEMP_SUFFIX)
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write_test.", suffix=TEMP_SUFFIX)
         os.close(fd)
         os.remove(probe)
     except OSError as error:
         raise UserError(f"{key}: cannot write in {folder} ({error.strerror or error}); fix its permissions "
                         f"or choose another folder") from None
+    if not os.path.isdir(folder):
+        return
     for name in os.listdir(folder):
         if name.startswith(".") and name.endswith(TEMP_SUFFIX):
             with contextlib.suppress(FileNotFoundError):

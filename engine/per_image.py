@@ -18,6 +18,7 @@ The same rules for every such stage (CAMs, pseudo labels, and the stages to come
 - Ctrl-C / SIGTERM: the files started are finished, then the process exits with 130 / 143; the
   next run continues. Every file is written atomically, so a SIGKILL leaves no partial output either.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -55,13 +56,17 @@ class PerImageOutputs:
     folders: the output folders, the first holding the manifest. outputs(name) -> [(path, read), ...]:
     the files of one image, each with a function that reads it back (raising UserError when it cannot).
     settings: what the files depend on (JSON-serialisable), recorded in `manifest`. overwrite: redo
-    every image (the stage's --overwrite).
+    every image (the stage's --overwrite; overwrite_key, its config key, is named in advice too, as
+    run.sh passes config keys). explain(previous, current, changed keys) -> sentences that say what
+    changed in words (default: "key: old -> new" for each).
     """
     folders: list
     manifest: str
     settings: dict
     outputs: Callable
     overwrite: bool = False
+    overwrite_key: str = None
+    explain: Callable = None
 
     @property
     def manifest_path(self):
@@ -86,19 +91,23 @@ def read_manifest(path):
 
 def check_manifest(spec):
     """Whether this run may write into spec's folders -> True when it replaces files of other settings
-    (an overwrite), False otherwise; a UserError when files of other settings would be mixed in."""
+    (an overwrite), False otherwise; a UserError when files of other settings would be mixed in.
+
+    A setting the manifest does not record (a manifest older than that setting) is not compared."""
     folder, previous = spec.folders[0], read_manifest(spec.manifest_path)
-    changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in spec.settings.items()
-               if previous and previous.get(key) != value]
+    changed = [key for key, value in spec.settings.items() if key in previous and previous[key] != value]
     unfinished = bool(previous.get(UNFINISHED))
     if spec.overwrite:
         return bool(changed) or unfinished
+    overwrite = "pass --overwrite" + (f" (or {spec.overwrite_key}=true)" if spec.overwrite_key else "")
     if changed:
-        raise UserError(f"{folder.path} holds {folder.contents} made with other settings ({'; '.join(changed[:2])}); "
-                        f"pass --overwrite to redo them, or set another {folder.key}", every_rank=True)
+        explain = spec.explain or (lambda old, new, keys: [f"{key}: {old[key]!r} -> {new[key]!r}" for key in keys])
+        raise UserError(f"{folder.path} holds {folder.contents} made with other settings "
+                        f"({'; '.join(explain(previous, spec.settings, changed)[:3])}); {overwrite} to redo them, "
+                        f"or set another {folder.key}", every_rank=True)
     if unfinished:
         raise UserError(f"{folder.path} holds the {folder.contents} of an interrupted overwrite mixed with older "
-                        f"ones; pass --overwrite again to finish it", every_rank=True)
+                        f"ones; {overwrite} again to finish it", every_rank=True)
     return False
 
 
@@ -166,7 +175,7 @@ class PerImageRunner:
         loader = DataLoader(Subset(dataset, self.todo), batch_size=None, shuffle=False, num_workers=num_workers,
                             pin_memory=self.ctx.device.type == "cuda", worker_init_fn=ignore_interrupts)
         progress = tqdm(loader, desc=desc, dynamic_ncols=True, disable=not self.ctx.is_main)
-        with GracefulStop() as stop, ThreadPoolExecutor(max_workers=1) as writer:
+        with GracefulStop(announce=self.ctx.is_main) as stop, ThreadPoolExecutor(max_workers=1) as writer:
             pending = []
             for item in progress:
                 result = compute(item) if compute is not None else None
@@ -179,13 +188,16 @@ class PerImageRunner:
                     self.finished += 1
                 if stop.requested:
                     break
-            for future in pending:  # every file started is finished: the folders hold only whole files
-                future.result()
-                self.finished += 1
+            with stop.finishing("writing the files started") if stop.requested else contextlib.nullcontext():
+                for future in pending:  # every file started is finished: the folders hold only whole files
+                    future.result()
+                    self.finished += 1
         progress.close()
         if stop.requested:
-            print(f"stopped by {stop.signal_name}: {self.finished} of {len(self.todo)} images written by this "
-                  f"process; run the same command to continue", file=sys.stderr, flush=True)
+            if self.ctx.is_main:
+                print(f"stopped by {stop.signal_name}: every file started was finished ({self.finished} of "
+                      f"{len(self.todo)} images of this process); run the same command to continue",
+                      file=sys.stderr, flush=True)
             raise SystemExit(stop.exit_code)
 
     def finish(self):

@@ -182,21 +182,28 @@ def _show(value, limit=80):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def validate(data, schema, source, overrides=None, prefix=""):
-    """Check every key present in the nested dict `data` against `schema`; ConfigError on the first mistake.
-
-    source: the config file, named in every message. overrides: {dotted key: 'key=value'} for keys
-    set on the command line, so that a bad value says where it came from.
-    """
-    overrides = overrides or {}
+def mistakes(data, schema, source, overrides=None, prefix=""):
+    """The messages of every key present in the nested dict `data` that `schema` does not know or whose value
+    its rule rejects. source: the config file, named in every message. overrides: {dotted key: 'key=value'}
+    for keys set on the command line, so that a bad value says where it came from."""
+    overrides, found = overrides or {}, []
     for name, value in data.items():
         key = f"{prefix}{name}"
         rule = schema.get(key)
         if rule is None:
-            raise ConfigError(f"unknown config key {key} (set to {_show(value)}) in {source}"
-                              f"{closest_hint(key, schema)}")
-        if not rule.accepts(value):
+            found.append(f"unknown config key {key} (set to {_show(value)}) in {source}{closest_hint(key, schema)}")
+        elif not rule.accepts(value):
             where = f"override {overrides[key]} on {source}" if key in overrides else source
-            raise ConfigError(f"config key {key} must be {rule.expected}, got {_show(value)} ({where})")
-        if isinstance(rule, Section) and isinstance(value, dict):
-            validate(value, schema, source, overrides, prefix=f"{key}.")
+            found.append(f"config key {key} must be {rule.expected}, got {_show(value)} ({where})")
+        elif isinstance(rule, Section) and isinstance(value, dict):
+            found += mistakes(value, schema, source, overrides, prefix=f"{key}.")
+    return found
+
+
+def validate(data, schema, source, overrides=None):
+    """Check every key present in `data` against `schema`: one ConfigError that names every mistake."""
+    found = mistakes(data, schema, source, overrides)
+    if len(found) == 1:
+        raise ConfigError(found[0])
+    if found:
+        raise ConfigError(f"{len(found)} mistakes in the config: " + "; ".join(found))

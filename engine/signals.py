@@ -1,8 +1,10 @@
 """Stop cleanly on Ctrl-C or SIGTERM (pre-emption): finish the current step, save, exit.
 
 The first signal only sets a flag that the stage's loop checks between steps; a second one
-stops at once (the default behaviour is restored after the first).
+stops at once (the default behaviour is restored after the first), except while the final save
+runs (`finishing()`), which a second signal must not cut short.
 """
+import contextlib
 import signal
 import sys
 import threading
@@ -11,10 +13,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GracefulStop:
-    """Context manager: `requested` turns true when SIGINT or SIGTERM arrives inside the block."""
+    """Context manager: `requested` turns true when SIGINT or SIGTERM arrives inside the block.
 
-    def __init__(self):
-        self.signal_number = None
+    announce=False keeps the process quiet (the ranks other than 0 of a distributed job)."""
+
+    def __init__(self, announce=True):
+        self.signal_number, self.announce = None, announce
         self._previous = {}
 
     @property
@@ -34,8 +38,29 @@ class GracefulStop:
         self.signal_number = number
         for stop_signal in STOP_SIGNALS:  # a second signal ends the process the usual way
             signal.signal(stop_signal, self._previous.get(stop_signal, signal.SIG_DFL))
-        print(f"\n{signal.Signals(number).name} received: stopping after the current step "
-              f"(send it again to stop at once)", file=sys.stderr, flush=True)
+        if self.announce:
+            print(f"\n{signal.Signals(number).name} received: stopping after the current step "
+                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def finishing(self, what):
+        """Inside the block (the last save before leaving) further stop signals are ignored, with a line
+        saying so: an interrupted save would lose the work it keeps."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def wait(number, frame):
+            if self.announce:
+                print(f"\n{signal.Signals(number).name} received again: still {what}; it stops when that is done",
+                      file=sys.stderr, flush=True)
+
+        previous = {stop_signal: signal.signal(stop_signal, wait) for stop_signal in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for stop_signal, handler in previous.items():
+                signal.signal(stop_signal, handler)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there

@@ -164,13 +164,18 @@ class Trainer:
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         configure_determinism(settings.seed, settings.deterministic)
 
-    def _restore(self, state, path, model, optimizer, scaler, n_images):
+    def _restore(self, state, path, model, optimizer, scaler, n_images, data_fingerprint):
         """Load a resumable checkpoint into the live objects -> the step it was saved at."""
         saved_images = state.get("n_train_images", n_images)
         if saved_images != n_images:  # the global batches would be other images than the run's so far
             raise UserError(f"checkpoint {path} was trained on {saved_images} images of {self.key}.split but this "
                             f"run has {n_images} (images added, removed, or left out as undecodable); "
                             f"restore them, or pass --restart", every_rank=True)
+        saved_fingerprint = state.get("data_fingerprint")  # absent from checkpoints older than the check
+        if data_fingerprint and saved_fingerprint and saved_fingerprint != data_fingerprint:
+            raise UserError(f"the images of {self.key}.split changed since {path} was saved (the dataset was "
+                            f"regenerated or replaced); pass --restart to train on them (it overwrites that "
+                            f"checkpoint), or set another {self.work_dir_key}", every_rank=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -178,14 +183,16 @@ class Trainer:
         set_rng_state(rng_states[self.ctx.rank] if len(rng_states) == self.ctx.world_size else rng_states[0])
         return state["step"]
 
-    def fit(self, model, optimizer, train_set, compute_losses, resume="auto", after_step=None, end_of_epoch=None):
+    def fit(self, model, optimizer, train_set, compute_losses, resume="auto", after_step=None, end_of_epoch=None,
+            data_fingerprint=None):
         """Train `model` (on ctx.device) on `train_set` (dict items; set_epoch(epoch) is called when it has one).
 
         compute_losses(model, batch) -> {name: scalar tensor}, summed for backward and logged as loss_<name>;
         `model` is the DDP wrapper when there are several processes, the batch is on the device.
         after_step(): after each optimizer step (every rank). end_of_epoch(epoch) -> {name: float} logged and
         printed (a validation loss). resume: 'auto', 'never' (--restart) or a checkpoint path (--resume).
-        Returns the model.
+        data_fingerprint: what identifies the training images (a digest of their files), saved with every
+        checkpoint; a run does not resume on other images. Returns the model.
         """
         ctx, settings, files = self.ctx, self.settings, self.files
         sampler = GlobalBatchSampler(len(train_set), settings.batch_size, ctx.rank, ctx.world_size, settings.seed)
@@ -203,9 +210,9 @@ class Trainer:
         step, saved_step = 0, None  # saved_step: the step of the checkpoint at files.last, if this run has one
         if start is not None:
             resumed_from, state = start
-            step = self._restore(state, resumed_from, model, optimizer, scaler, len(train_set))
+            step = self._restore(state, resumed_from, model, optimizer, scaler, len(train_set), data_fingerprint)
             saved_step = step if resumed_from == files.last else None
-            if ctx.is_main:
+            if ctx.is_main and step < max_step:
                 print(f"resuming {resumed_from} at step {step} of {max_step}")
         if step >= max_step:
             if ctx.is_main:
@@ -222,15 +229,17 @@ class Trainer:
             states = distributed.all_gather_objects(rng_state())  # a collective: every rank calls it
             if ctx.is_main:
                 save_training_state(files.last, model, optimizer, scaler, self.config_dict, step,
-                                    step // steps_per_epoch, states, n_train_images=len(train_set))
+                                    step // steps_per_epoch, states, n_train_images=len(train_set),
+                                    data_fingerprint=data_fingerprint)
             saved_step = step
 
         log = TrainLog(files.log, ctx.is_main, files.tensorboard if settings.tensorboard else None, start_step=step)
         if ctx.is_main:
-            print(f"training {max_step} steps ({max_epochs} epochs of {steps_per_epoch}) on "
-                  f"{ctx.world_size} x {ctx.device.type}, {self.per_process_batch} images per process; log {log.path}")
+            epochs = f"{max_epochs} epoch{'s' if max_epochs > 1 else ''} of {steps_per_epoch}"
+            print(f"training {max_step} steps ({epochs}) on {ctx.world_size} x {ctx.device.type}, "
+                  f"{self.per_process_batch} images per process; log {log.path}")
         progress = tqdm(total=max_step, initial=step, disable=not ctx.is_main, dynamic_ncols=True, desc=self.key)
-        with GracefulStop() as stop:
+        with GracefulStop(announce=ctx.is_main) as stop:
             try:
                 for epoch in range(step // steps_per_epoch, max_epochs):
                     if hasattr(train_set, "set_epoch"):
@@ -253,7 +262,7 @@ class Trainer:
                         step += 1
 
                         toc = time.perf_counter()
-                        log.write({"step": step, "epoch": epoch, **{f"loss_{k}": v for k, v in losses.items()},
+                        log.write({"step": step, "epoch": epoch + 1, **{f"loss_{k}": v for k, v in losses.items()},
                                    "lr": [group["lr"] for group in optimizer.param_groups],
                                    "images_per_s": settings.batch_size / (toc - tic)})
                         tic = toc
@@ -261,13 +270,15 @@ class Trainer:
                         if step % settings.log_interval == 0:
                             progress.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in losses.items()})
                         if stopping:  # Ctrl-C or SIGTERM on any process: every rank saves and leaves together
-                            save_state()
+                            with stop.finishing(f"saving {files.last}"):
+                                save_state()
+                            progress.close()  # the stop line goes below the bar, not onto it
                             raise StoppedBySignal(stop, step, files.last, ctx.is_main)
                         if step % settings.save_iters == 0 and step % steps_per_epoch:
                             save_state()  # epoch ends save below, after end_of_epoch
                     if end_of_epoch is not None:
                         record = end_of_epoch(epoch)
-                        log.write({"step": step, "epoch": epoch, **record})
+                        log.write({"step": step, "epoch": epoch + 1, **record})
                         if ctx.is_main:
                             values = [f"{name.replace('_', ' ')} {value:.4f}" for name, value in record.items()]
                             progress.write(f"epoch {epoch + 1}/{max_epochs}: {', '.join(values)}")

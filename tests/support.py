@@ -7,6 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = "configs/synthetic.yaml"
+RUNS_A_NETWORK = ("train_cam.py", "infer_cam.py")  # the commands that take --gpu
 
 
 def command(*args, torchrun=0):
@@ -17,9 +18,9 @@ def command(*args, torchrun=0):
 
 
 def stage(script, *overrides, config=DEMO_CONFIG):
-    """The arguments of a stage (a script, or `-m tools.<name>`) on the CPU with `config` and overrides."""
+    """The arguments of a stage (a script, or `-m tools.<name>`) with `config` and overrides, on the CPU."""
     script_args = script.split() if script.startswith("-m ") else [script]
-    return [*script_args, "--config", config, "--gpu", "cpu", *overrides]
+    return [*script_args, "--config", config, *(["--gpu", "cpu"] if script in RUNS_A_NETWORK else []), *overrides]
 
 
 def _file_size_limit(limit_bytes):

@@ -33,7 +33,12 @@ def main(argv=None):
         command = ["bash", "run.sh", args.config, *(["--gpu", args.gpu] if args.gpu else []),
                    *args.overrides, *combination, f"exp.work_dir={work_dir}"]
         print("==", " ".join(command), flush=True)
-        subprocess.run(command, cwd=root, check=True)
+        # run.sh runs the stages with this interpreter (a virtual environment's python need not be first on PATH)
+        finished = subprocess.run(command, cwd=root, env={**os.environ, "PYTHON": sys.executable})
+        if finished.returncode:
+            print(f"error: the {row_name} run stopped (exit code {finished.returncode}); its message is above",
+                  file=sys.stderr)
+            return finished.returncode
         with open(os.path.join(root, work_dir, "eval_cam.json")) as handle:
             rows.append((row_name, json.load(handle)))
     print("\n| setting | CAM mIoU | pixel acc |\n|---|---|---|")

@@ -31,14 +31,21 @@ DEFAULT_COUNT = 4
 
 
 def chosen_names(cfg, source, names_arg, count):
-    if names_arg:
-        names = [name.strip() for name in names_arg.split(",") if name.strip()]
-        if not names:
-            raise UserError(f"--names {names_arg!r} names no image; give image names separated by commas")
-        return names
-    if count < 1:
-        raise UserError(f"--count must be at least 1, got {count}")
-    return source.read_names(cfg.cam.split)[:count]
+    """The --names given (each must be in cam.split, whose CAMs infer_cam.py makes) or the first --count."""
+    split = source.read_names(cfg.cam.split)
+    if not names_arg:
+        if count < 1:
+            raise UserError(f"--count must be at least 1, got {count}")
+        return split[:count]
+    names = [name.strip() for name in names_arg.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"--names {names_arg!r} names no image; give image names separated by commas")
+    unknown = sorted(set(names) - set(split))
+    if unknown:
+        raise UserError(f"{', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''} "
+                        f"{'is' if len(unknown) == 1 else 'are'} not in cam.split {cfg.cam.split}; name images of "
+                        f"that list, or set cam.split to the list whose CAMs you made")
+    return names
 
 
 def picture_row_of(cfg, source, name, bkgscore, crf_params, height):
@@ -76,7 +83,7 @@ def draw_cams(cfg, source, names, crf=False, height=None, out=None):
 
 
 def main(argv=None):
-    parser = build_parser(__doc__, DEFAULT_CONFIG)
+    parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--names", default=None, help="comma-separated image names")
     choice.add_argument("--count", type=int, default=DEFAULT_COUNT,

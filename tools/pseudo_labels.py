@@ -103,7 +103,7 @@ def make_pseudo_labels(cfg):
 
 
 def main(argv=None):
-    parser = build_parser(__doc__, DEFAULT_CONFIG)
+    parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
     parser.add_argument("--crf", action="store_true", help="refine the labels with the dense CRF (labels.crf)")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose label exists (labels.overwrite)")
     args, cfg = parse_config(parser, SCHEMA, argv)

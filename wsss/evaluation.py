@@ -153,11 +153,14 @@ def best_index(results):
 
 
 def evaluate(names, pred_dir, gt_dir, source, json_path, kind="cam", thresholds=(None,), num_workers=None,
-             allow_missing=False, what="predictions", producer="make them first", sweep=False, context=None):
+             allow_missing=False, what="predictions", producer="make them first", sweep=False, context=None,
+             configured=None, plot_path=None):
     """Score the predictions of `names` in pred_dir against gt_dir, print the report, write it to json_path
-    (eval.json; with sweep=True also a plot) -> the result dict: the scores of the best
-    threshold, the threshold, counts, the `context` entries, the missing names; with sweep=True every
-    threshold's scores under "sweep"; for label PNGs the share of unlabelled pixels."""
+    -> the result dict: the scores of the best threshold, the threshold, counts, the `context` entries,
+    the missing names; for label PNGs the share of unlabelled pixels.
+
+    sweep=True: every threshold's scores go under "sweep" and, when plot_path is given, into a plot;
+    `configured` (the config's own threshold) is marked there and its scores reported beside the best."""
     if not os.path.isdir(gt_dir):
         raise UserError(f"ground-truth folder {gt_dir} does not exist; set eval.gt_dir. {source.help}")
     names, missing = present_predictions(names, pred_dir, kind, allow_missing, what, producer)
@@ -174,12 +177,13 @@ def evaluate(names, pred_dir, gt_dir, source, json_path, kind="cam", thresholds=
     if sweep:
         result["sweep"] = [{"bkgscore": threshold, "miou": row["miou"], "pixel_acc": row["pixel_acc"],
                             "mean_acc": row["mean_acc"]} for threshold, row in zip(thresholds, per_threshold)]
+        result["configured_bkgscore"] = configured
     print_report(result, source.table_columns)
     save_json(json_path, result)
     print(f"wrote {json_path}")
-    if sweep and result["miou"] is not None:
-        plot_path = os.path.splitext(json_path)[0] + "_sweep.png"
-        save_sweep_plot(plot_path, result["sweep"], result)
+    if sweep and plot_path and result["miou"] is not None:
+        save_sweep_plot(plot_path, result["sweep"], result, configured,
+                        title=f"CAM mIoU of {len(names)} images by background threshold")
         print(f"wrote {plot_path}")
     return result
 
@@ -187,8 +191,9 @@ def evaluate(names, pred_dir, gt_dir, source, json_path, kind="cam", thresholds=
 # ---------------------------------------------------------------------------------------------
 # Results
 
-def save_sweep_plot(path, sweep, best):
-    """mIoU against bkgscore, the best threshold marked, as a PNG written atomically."""
+def save_sweep_plot(path, sweep, best, configured=None, title=None):
+    """mIoU against bkgscore, the best threshold marked (and the `configured` one, when given), as a PNG
+    written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -200,6 +205,10 @@ def save_sweep_plot(path, sweep, best):
     axes.plot(thresholds, mious, marker=".", color="tab:blue")
     axes.plot([best["bkgscore"]], [best["miou"]], marker="*", markersize=14, color="tab:red", linestyle="none",
               label=f"best: bkgscore {best['bkgscore']:g}, mIoU {best['miou']:.2f}")
+    if configured is not None:
+        axes.axvline(configured, color="tab:gray", linestyle="--", label=f"configured: bkgscore {configured:g}")
+    if title:
+        axes.set_title(title)
     axes.set_xlabel("background threshold (cam.bkgscore)")
     axes.set_ylabel("mIoU (%)")
     axes.grid(alpha=0.3)
@@ -209,12 +218,14 @@ def save_sweep_plot(path, sweep, best):
 
 
 def sweep_lines(sweep, best):
-    """The sweep as a small table, thresholds with as many decimals as typed (at least 2), best marked."""
+    """The sweep as a small table, thresholds with as many decimals as typed (at least 2), the best marked
+    (and the configured one, result["configured_bkgscore"], when it is among them)."""
     decimals = max(2, *(len(repr(row["bkgscore"]).partition(".")[2]) for row in sweep))
     lines = [f"{'bkgscore':>8} {'mIoU':>6} {'pix acc':>7} {'mean acc':>8}"]
     for row in sweep:
         cells = ["-" if row[key] is None else f"{row[key]:.2f}" for key in ("miou", "pixel_acc", "mean_acc")]
         marker = "  <- best" if row["bkgscore"] == best["bkgscore"] else ""
+        marker += "  <- configured" if row["bkgscore"] == best.get("configured_bkgscore") else ""
         lines.append(f"{row['bkgscore']:>8.{min(decimals, 6)}f} {cells[0]:>6} {cells[1]:>7} {cells[2]:>8}{marker}")
     if len(sweep) > 2 and best["bkgscore"] in (sweep[0]["bkgscore"], sweep[-1]["bkgscore"]):
         lines.append("note: the best threshold is at an end of the sweep; the optimum may lie beyond it "
@@ -224,11 +235,17 @@ def sweep_lines(sweep, best):
 
 def print_report(result, columns):
     """The per-class table (`columns`: the source's table columns), the sweep if any, and a summary line."""
+    sweep = result.get("sweep")
+    if sweep:
+        print(f"per-class IoU at the best of {len(sweep)} thresholds, bkgscore {result['bkgscore']:g} "
+              f"(picked on these same images):")
     print(format_table(result, columns))
-    if "sweep" in result:
-        print("\n".join(sweep_lines(result["sweep"], result)))
+    if sweep:
+        print("\n".join(sweep_lines(sweep, result)))
+        configured = [row for row in sweep if row["bkgscore"] == result.get("configured_bkgscore")]
+        if configured and configured[0]["miou"] is not None:
+            print(f"at the configured bkgscore {configured[0]['bkgscore']:g}: mIoU {configured[0]['miou']:.2f}")
     if result["type"] == "cam":
-        sweep = result.get("sweep")
         setting = f"bkgscore {result['bkgscore']:g}" + (f", best of {len(sweep)}" if sweep else "")
     else:
         setting = f"label PNGs from {result['png_dir']}, {result['unlabelled_pct']:.2f}% unlabelled"

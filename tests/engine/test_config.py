@@ -213,3 +213,25 @@ def test_an_override_may_set_a_known_key_the_file_leaves_out(tmp_path):
         load_config(str(old), ["dataset.skip_undecodable=1"])
     with pytest.raises(ConfigError, match=r"unknown config key model.codebok.*did you mean model.codebook\?"):
         load_config(str(old), ["model.codebok=learned"])
+
+
+def test_a_missing_config_file_gets_a_suggestion_and_the_folder_list():
+    with pytest.raises(ConfigError, match=r"config file configs/vco.yaml does not exist; did you mean "
+                                          r"configs/voc.yaml\? \(configs holds .*synthetic.yaml.*voc.yaml"):
+        load_config("configs/vco.yaml")
+
+
+def test_a_missing_base_is_named_with_the_file_that_names_it(tmp_path):
+    (tmp_path / "mine.yaml").write_text("_base_: voc.yaml\n")  # copied out of configs/ without its base
+    with pytest.raises(ConfigError, match=rf"config file {tmp_path}/voc.yaml, a _base_ of .*mine.yaml "
+                                          r"\(bases are found next to the file naming them\) does not exist"):
+        load_config(str(tmp_path / "mine.yaml"))
+
+
+def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):
+    path = write_config(tmp_path, "train:\n  batchsize: 8\n  max_epochs: 0\ncam:\n  bkgscor: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith("3 mistakes in the config: ") and "\n" not in message
+    assert "train.batchsize" in message and "train.max_epochs must be" in message and "cam.bkgscor" in message

@@ -103,7 +103,7 @@ def test_killed_run_resumes_to_the_same_weights(single_run):
     assert steps == list(range(1, STEPS_PER_EPOCH * EPOCHS + 1))  # steps redone after the kill are logged once
 
     again = run_on("train_cam.py", root, "killed")
-    assert "already finished" in again.stdout
+    assert "already finished" in again.stdout and "resuming" not in again.stdout
 
 
 def test_resume_refuses_other_settings(single_run):
@@ -159,7 +159,7 @@ def test_inference_over_two_processes_equals_one_and_resumes(single_run):
     other_scales = [checkpoint, f"exp.cam_dir={cams}", "cam.scales=[1.0]"]
     result = run_failing("infer_cam.py", root, "single", *other_scales)
     assert result.returncode == 2
-    assert "holds CAM files made with other settings (scales: [1.0, 0.5] -> [1.0])" in result.stderr
+    assert "holds CAM files made with other settings (cam.scales: [1.0, 0.5] -> [1.0])" in result.stderr
     result = run_on("infer_cam.py", root, "single", *other_scales, "--overwrite")
     assert f"wrote {len(names)} CAM files" in result.stdout
     assert json.load(open(cams / "cam_settings.json"))["scales"] == [1.0]

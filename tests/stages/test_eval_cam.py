@@ -20,16 +20,30 @@ def run_eval(eval_set, tmp_path, *args, json_name="scores.json"):
 def test_thresholds_from_the_config_and_the_default_sweep(eval_set, tmp_path):
     out = assert_ok(run_eval(eval_set, tmp_path, f"cam.bkgscore={THRESHOLDS}", "eval.num_workers=2",
                              json_name="listed.json"))
-    listed = json.load(open(tmp_path / "listed.json"))
+    listed = json.load(open(tmp_path / "listed_sweep.json"))
     assert [row["bkgscore"] for row in listed["sweep"]] == THRESHOLDS and "<- best" in out
     assert listed["split"].endswith("train.txt") and listed["cam_dir"] == str(eval_set[0] / "cams")
-    assert (tmp_path / "listed_sweep.png").is_file()
+    assert (tmp_path / "listed_sweep.png").is_file() and not (tmp_path / "listed.json").exists()
 
     assert_ok(run_eval(eval_set, tmp_path, "--sweep"))
-    result = json.load(open(tmp_path / "scores.json"))
+    result = json.load(open(tmp_path / "scores_sweep.json"))
     assert len(result["sweep"]) == 36 and result["sweep"][2]["bkgscore"] == 0.07
-    assert result["miou"] == max(row["miou"] for row in result["sweep"])
+    assert result["miou"] == max(row["miou"] for row in result["sweep"]) and result["configured_bkgscore"] == 0.14
     assert (tmp_path / "scores_sweep.png").is_file()
+
+
+def test_sweeps_and_label_scores_keep_the_runs_score(eval_set, tmp_path):
+    """eval.json holds the score at the configured threshold: a later sweep or --type png writes files of its own."""
+    root, names = eval_set
+    assert_ok(run_eval(eval_set, tmp_path))
+    run_score = (tmp_path / "scores.json").read_text()
+    assert json.loads(run_score)["bkgscore"] == 0.14
+    out = assert_ok(run_eval(eval_set, tmp_path, "--sweep"))
+    assert "at the configured bkgscore 0.14: mIoU" in out and "<- configured" in out
+    labels = shutil.copytree(root / "voc" / "SegmentationClassAug", tmp_path / "labels")
+    assert_ok(run_eval(eval_set, tmp_path, "--type", "png", f"eval.png_dir={labels}"))
+    assert json.load(open(tmp_path / "scores_png.json"))["miou"] == 100.0
+    assert (tmp_path / "scores.json").read_text() == run_score
 
 
 def test_corrupt_file_from_a_worker_is_one_error_line(eval_set, tmp_path):

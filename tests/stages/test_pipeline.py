@@ -29,13 +29,15 @@ def tiny_run(tmp_path_factory):
 
 def test_train_infer_eval(tiny_run):
     root, overrides = tiny_run
-    assert_ok(run_stage("train_cam.py", *overrides))  # generates the dataset on first use
+    out = assert_ok(run_stage("train_cam.py", *overrides))  # generates the dataset on first use
+    assert "training 4 steps (1 epoch of 4)" in out
     work = root / "work"
     checkpoint = torch.load(work / "checkpoints" / "final.pth", weights_only=True)
     assert checkpoint["config"]["model"]["k_words"] == 16 and "model" in checkpoint
     log = [json.loads(line) for line in open(work / "train_log.jsonl")]
     steps = [r for r in log if "loss_cls" in r]
     assert len(steps) == 4 and {"loss_hist", "loss_word", "lr"} <= set(steps[0])
+    assert {r["epoch"] for r in log} == {1}  # counted from 1, as the console does
     assert steps[0]["lr"][1] == pytest.approx(10 * steps[0]["lr"][0])
     assert steps[-1]["lr"][0] < steps[0]["lr"][0]  # poly decay
     assert any("val_loss" in r for r in log)

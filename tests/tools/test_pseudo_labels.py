@@ -72,7 +72,7 @@ def test_labels_score_through_eval_exactly_as_their_cams(tiny_cam_set, tmp_path)
               f"exp.cam_dir={cam_dir}", f"eval.png_dir={tmp_path / 'labels'}", "cam.bkgscore=0.3", "eval.num_workers=0"]
     assert_ok(run_stage("eval_cam.py", *common, f"eval.json={tmp_path / 'cams.json'}"))
     assert_ok(run_stage("eval_cam.py", *common, "--type", "png", f"eval.json={tmp_path / 'pngs.json'}"))
-    from_cams, from_pngs = (json.load(open(tmp_path / name)) for name in ("cams.json", "pngs.json"))
+    from_cams, from_pngs = (json.load(open(tmp_path / name)) for name in ("cams.json", "pngs_png.json"))
     assert 0 < from_cams["miou"] < 100
     for key in ("miou", "iou", "pixel_acc", "mean_acc", "n_images"):
         assert from_pngs[key] == from_cams[key], key

@@ -77,7 +77,8 @@ def test_errors_in_workers_reach_the_caller_as_user_errors(eval_set, tmp_path, b
 
 
 def test_a_sweep_equals_separate_evaluations_and_plots(eval_set, tmp_path, capsys):
-    sweep = evaluate_set(eval_set, tmp_path, thresholds=THRESHOLDS, sweep=True, json_name="sweep.json")
+    sweep = evaluate_set(eval_set, tmp_path, thresholds=THRESHOLDS, sweep=True, json_name="sweep.json",
+                         configured=0.15, plot_path=str(tmp_path / "sweep.png"))
     assert [row["bkgscore"] for row in sweep["sweep"]] == THRESHOLDS
     assert json.load(open(tmp_path / "sweep.json")) == sweep
     singles = [evaluate_set(eval_set, tmp_path, thresholds=[threshold], json_name=f"single_{threshold}.json")
@@ -90,10 +91,12 @@ def test_a_sweep_equals_separate_evaluations_and_plots(eval_set, tmp_path, capsy
     assert sweep["bkgscore"] == best["bkgscore"]
     for key in ("miou", "iou", "pixel_acc", "mean_acc", "n_images"):
         assert sweep[key] == best[key], key
-    assert "<- best" in capsys.readouterr().out
-    with Image.open(tmp_path / "sweep_sweep.png") as image:
+    out = capsys.readouterr().out
+    assert "<- best" in out and "<- configured" in out and sweep["configured_bkgscore"] == 0.15
+    assert f"per-class IoU at the best of 3 thresholds, bkgscore {sweep['bkgscore']:g}" in out
+    assert f"at the configured bkgscore 0.15: mIoU {singles[1]['miou']:.2f}" in out
+    with Image.open(tmp_path / "sweep.png") as image:
         assert image.format == "PNG" and image.size[0] > 100 and image.size[1] > 100
-    assert not (tmp_path / f"single_{THRESHOLDS[0]}_sweep.png").exists()  # one threshold: no plot
 
 
 def test_label_pngs_score_as_the_cams_they_come_from(eval_set, tmp_path):

@@ -1,0 +1,84 @@
+"""Running the pipeline again, as a user does: after the data was regenerated or the checkpoint retrained,
+through run.sh with the options of one stage, and after a failed start."""
+import os
+import subprocess
+
+import pytest
+
+from tests.support import ROOT, assert_clean_error, assert_ok, run, run_stage
+
+pytestmark = pytest.mark.slow
+TINY = {"n_train_aug": 8, "n_train": 4, "n_val": 2, "min_size": 40, "max_size": 48, "seed": 3}
+TRAIN = ["model.k_words=4", "train.batch_size=4", "train.max_epochs=1", "train.crop_size=32",
+         "train.resize_long=[32,48]", "val.crop_size=32", "cam.scales=[1.0]", "train.tensorboard=false"]
+
+
+def overrides(root, **synthetic):
+    params = {**TINY, **synthetic}
+    return [f"dataset.root_dir={root / 'voc'}", f"exp.work_dir={root / 'work'}", *TRAIN,
+            *(f"dataset.synthetic.{key}={value}" for key, value in params.items())]
+
+
+def test_changed_data_and_a_retrained_checkpoint_are_never_mixed_with_older_results(tmp_path):
+    first = overrides(tmp_path)
+    out = assert_ok(run_stage("train_cam.py", *first))
+    assert f"generated the synthetic dataset in {tmp_path / 'voc'}: 10 images" in out
+    assert_ok(run_stage("infer_cam.py", *first))
+    assert_ok(run_stage("eval_cam.py", *first))
+
+    # The checkpoint is retrained (here: rewritten later): the CAMs of the old weights are not reused.
+    checkpoint = tmp_path / "work" / "checkpoints" / "final.pth"
+    os.utime(checkpoint, ns=(os.stat(checkpoint).st_atime_ns, os.stat(checkpoint).st_mtime_ns + 10**9))
+    assert_clean_error(run_stage("infer_cam.py", *first), "the checkpoint was retrained after these CAMs were made",
+                       "pass --overwrite (or cam.overwrite=true) to redo them")
+    assert "wrote 4 CAM files" in assert_ok(run_stage("infer_cam.py", *first, "cam.overwrite=true"))
+
+    # The dataset is regenerated with another seed: same names, other images.
+    regenerated = overrides(tmp_path, seed=4)
+    result = run_stage("train_cam.py", *regenerated)
+    assert "regenerated the synthetic dataset" in result.stdout and "(seed: 3 -> 4)" in result.stdout
+    assert_clean_error(result, "the images of train.split changed since", "last.pth was saved", "--restart")
+    assert_clean_error(run_stage("eval_cam.py", *regenerated), "were made before the images of cam.split changed",
+                       "infer_cam.py --overwrite (or cam.overwrite=true)")
+    assert_clean_error(run_stage("infer_cam.py", *regenerated),
+                       "the images of cam.split changed since (the dataset was regenerated or replaced)")
+
+
+def test_run_sh_gives_each_stage_its_own_options(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text('#!/usr/bin/env bash\necho "ran: $*"\n')
+    fake.chmod(0o755)
+    result = subprocess.run(["bash", "run.sh", "--restart", "--sweep", "key=1", "--type", "png", "--gpu", "0"],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": str(fake)})
+    ran = [line[len("ran: "):].split() for line in result.stdout.splitlines() if line.startswith("ran: ")]
+    assert [command[0] for command in ran] == ["train_cam.py", "infer_cam.py", "eval_cam.py"], result.stderr
+    train, infer, evaluate = (set(command[1:]) for command in ran)
+    assert {"--restart", "--gpu", "0", "key=1"} <= train and not {"--sweep", "--overwrite", "--type"} & train
+    assert {"--overwrite", "--gpu", "0", "key=1"} <= infer and not {"--restart", "--sweep"} & infer
+    assert {"--sweep", "--type", "png", "key=1"} <= evaluate and not {"--gpu", "--restart", "--overwrite"} & evaluate
+
+    result = subprocess.run(["bash", "run.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHON": str(fake)})
+    assert_clean_error(result, "run.sh: unknown option --bogus")
+    assert "ran:" not in result.stdout
+
+
+def test_options_are_offered_only_where_they_act():
+    result = run("eval_cam.py", "--gpu", "0")
+    assert result.returncode == 2 and "unrecognized arguments: --gpu" in result.stderr
+
+
+def test_help_keeps_the_examples_on_their_own_lines():
+    out = assert_ok(run("train_cam.py", "--help"))
+    assert "\n    python train_cam.py --gpu 0,1 ...  " in out and "\n    torchrun --nproc_per_node 8" in out
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, tiny_cam_set):
+    data, cams, names = tiny_cam_set
+    common = [f"dataset.root_dir={data}", "dataset.synthetic=null", f"exp.work_dir={tmp_path / 'work'}"]
+    assert_clean_error(run_stage("train_cam.py", *common, *TRAIN, f"model.pretrained={tmp_path / 'missing.pth'}"),
+                       "model.pretrained: no such file")
+    assert_clean_error(run_stage("infer_cam.py", *common), "final.pth does not exist")
+    assert_clean_error(run_stage("-m tools.draw_cams", *common, "--names", "2099_000001"),
+                       "2099_000001 is not in cam.split")
+    assert not (tmp_path / "work").exists()
