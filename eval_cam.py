@@ -18,8 +18,8 @@ from datasets import build_source
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.parallel import worker_count
-from engine.per_image import read_manifest
-from wsss.cam import CAM_SETTINGS_FILE
+from engine.files import read_manifest
+from wsss.cam_files import CAM_SETTINGS_FILE
 from wsss.evaluation import SUFFIXES, evaluate
 from wsss.metrics import sweep_grid
 from wsss.schema import DEFAULT_CONFIG, SCHEMA

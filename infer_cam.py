@@ -23,7 +23,8 @@ from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
 from engine.precision import amp_dtype
 from net.classifier import VWEClassifier
 from net.classifier_weights import load_checkpoint
-from wsss.cam import CAM_SETTINGS_FILE, load_cam_file, multiscale_cam_record
+from wsss.cam import multiscale_cam_record
+from wsss.cam_files import CAM_SETTINGS_FILE, load_cam_file
 from wsss.schema import DEFAULT_CONFIG, SCHEMA
 
 

@@ -7,7 +7,6 @@ import os
 import numpy as np
 from PIL import Image
 
-from engine import distributed
 from engine.errors import UserError
 from engine.files import save_image
 from engine.parallel import imap_unordered
@@ -104,6 +103,8 @@ def _decodable(path):
 def undecodable_images(paths, ctx, num_workers):
     """The paths among `paths` whose image cannot be decoded: each process decodes its share (with
     num_workers processes), and the shares are gathered so every rank gets the same set."""
+    from engine import distributed  # torch: imported by the training stages only
+
     share = paths[ctx.rank::ctx.world_size]
     found = [path for path, ok in imap_unordered(_decodable, share, num_workers, chunksize=16) if not ok]
     return {path for paths_of_rank in distributed.all_gather_objects(found) for path in paths_of_rank}

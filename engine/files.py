@@ -123,3 +123,19 @@ def save_image(path, pil_image, **save_kwargs):
     image_format = {"JPG": "JPEG"}.get(image_format, image_format)
     with atomic_open(path, "wb") as handle:
         pil_image.save(handle, format=image_format, **save_kwargs)
+
+
+def read_manifest(path):
+    """The settings manifest at `path` as a dict; {} when there is none (a new folder, or files made by other
+    code, which are taken as they are)."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except ValueError:
+        manifest = None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} is not a settings manifest (a JSON object); delete it, or pass --overwrite to redo "
+                        f"the folder", every_rank=True)
+    return manifest

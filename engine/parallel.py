@@ -2,6 +2,7 @@
 import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from engine.errors import UserError
 
@@ -30,17 +31,29 @@ def process_context():
     return multiprocessing.get_context()
 
 
-def imap_unordered(function, items, workers, chunksize=1, initializer=None):
-    """Yield function(item) for every item, in any order: from `workers` processes, or this one if <= 1.
+def _apply(function, chunk):
+    return [function(item) for item in chunk]
 
-    An exception in a worker (a UserError naming a bad file, say) is raised here, and the pool stops.
+
+def imap_unordered(function, items, workers, chunksize=1, initializer=None):
+    """Yield function(item) for every item, in any order: from `workers` processes (given `chunksize` items
+    at a time), or this one if <= 1. `function` must pickle (a module-level function, or a partial of one).
+
+    An exception in a worker (a UserError naming a bad file, say) is raised here: the chunks not started
+    are cancelled and the pool ends when its running chunks do. (concurrent.futures rather than
+    multiprocessing.Pool, whose terminate() can hang when a task fails while others are queued.)
     """
     if workers <= 1 or len(items) <= 1:
         if initializer is not None:
             initializer()
         yield from map(function, items)
         return
-    with process_context().Pool(min(workers, len(items)), initializer=initializer) as pool:
-        yield from pool.imap_unordered(function, items, chunksize=chunksize)
-        pool.close()
-        pool.join()
+    chunks = [items[start:start + chunksize] for start in range(0, len(items), chunksize)]
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=process_context(), initializer=initializer) as pool:
+        futures = [pool.submit(_apply, function, chunk) for chunk in chunks]
+        try:
+            for future in as_completed(futures):
+                yield from future.result()
+        finally:
+            for future in futures:
+                future.cancel()

@@ -20,7 +20,6 @@ The same rules for every such stage (CAMs, pseudo labels, and the stages to come
 """
 import contextlib
 import dataclasses
-import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from engine import distributed
 from engine.errors import UserError
-from engine.files import prepare_output_dir, save_json
+from engine.files import prepare_output_dir, read_manifest, save_json
 from engine.parallel import usable_cores
 from engine.signals import GracefulStop, ignore_interrupts
 
@@ -71,22 +70,6 @@ class PerImageOutputs:
     @property
     def manifest_path(self):
         return os.path.join(self.folders[0].path, self.manifest)
-
-
-def read_manifest(path):
-    """The settings manifest at `path` as a dict; {} when there is none (a new folder, or files made by other
-    code, which are taken as they are)."""
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-    except ValueError:
-        manifest = None
-    if not isinstance(manifest, dict):
-        raise UserError(f"{path} is not a settings manifest (a JSON object); delete it, or pass --overwrite to redo "
-                        f"the folder", every_rank=True)
-    return manifest
 
 
 def check_manifest(spec):

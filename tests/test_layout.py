@@ -1,4 +1,4 @@
-"""The layout rules of the repository (README, "Code layout"): every package is a layer and imports point down.
+"""The layout rules of the repository (docs/contributing.md): every package is a layer and imports point down.
 
     engine     imports nothing of the project
     datasets   engine
@@ -75,7 +75,7 @@ FILES = python_files()
 
 def test_every_folder_of_code_is_a_known_layer():
     unknown = set(code_folders()) - set(ALLOWED)
-    assert not unknown, f"give {sorted(unknown)} a row in ALLOWED here and in the README's layer table"
+    assert not unknown, f"give {sorted(unknown)} a row in ALLOWED here and in docs/contributing.md's layer table"
     assert {layer for layer, _ in FILES} == set(ALLOWED) and {"train_cam", "infer_cam", "eval_cam"} <= set(scripts())
 
 

@@ -22,7 +22,7 @@ from datasets.files import read_label
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.files import prepare_output_dir, save_image
-from wsss.cam import image_of_cam, load_cam_file
+from wsss.cam_files import image_of_cam, load_cam_file
 from wsss.labels import label_options, pseudo_label
 from wsss.pictures import cam_picture_row, one_above_another
 from wsss.schema import DEFAULT_CONFIG, SCHEMA

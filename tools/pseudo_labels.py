@@ -31,7 +31,7 @@ from engine.errors import run_main
 from engine.files import save_image
 from engine.parallel import worker_count
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
-from wsss.cam import CAM_SETTINGS_FILE, image_of_cam, load_cam_file
+from wsss.cam_files import CAM_SETTINGS_FILE, image_of_cam, load_cam_file
 from wsss.evaluation import present_predictions
 from wsss.labels import label_options, overlay_labels, pseudo_label
 from wsss.schema import DEFAULT_CONFIG, SCHEMA

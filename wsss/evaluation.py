@@ -18,7 +18,7 @@ from datasets.files import image_size, read_label
 from engine.errors import UserError
 from engine.files import atomic_open, missing_files, prepare_output_dir, save_json
 from engine.parallel import imap_unordered, worker_count
-from wsss.cam import load_cam_file
+from wsss.cam_files import load_cam_file
 from wsss.metrics import format_table, label_confusion, scores, sweep_confusions
 
 SUFFIXES = {"cam": ".npy", "png": ".png"}  # kind of prediction -> file extension

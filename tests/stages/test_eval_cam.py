@@ -28,20 +28,20 @@ def test_thresholds_from_the_config_and_the_default_sweep(eval_set, tmp_path):
     assert_ok(run_eval(eval_set, tmp_path, "--sweep"))
     result = json.load(open(tmp_path / "scores_sweep.json"))
     assert len(result["sweep"]) == 36 and result["sweep"][2]["bkgscore"] == 0.07
-    assert result["miou"] == max(row["miou"] for row in result["sweep"]) and result["configured_bkgscore"] == 0.14
+    assert result["miou"] == max(row["miou"] for row in result["sweep"]) and result["configured_bkgscore"] == 0.5
     assert (tmp_path / "scores_sweep.png").is_file()
 
 
 def test_sweeps_and_label_scores_keep_the_runs_score(eval_set, tmp_path):
     """eval.json holds the score at the configured threshold: a later sweep or --type png writes files of its own."""
     root, names = eval_set
-    assert_ok(run_eval(eval_set, tmp_path))
+    assert_ok(run_eval(eval_set, tmp_path, "cam.bkgscore=0.14"))
     run_score = (tmp_path / "scores.json").read_text()
     assert json.loads(run_score)["bkgscore"] == 0.14
-    out = assert_ok(run_eval(eval_set, tmp_path, "--sweep"))
+    out = assert_ok(run_eval(eval_set, tmp_path, "cam.bkgscore=0.14", "--sweep"))
     assert "at the configured bkgscore 0.14: mIoU" in out and "<- configured" in out
     labels = shutil.copytree(root / "voc" / "SegmentationClassAug", tmp_path / "labels")
-    assert_ok(run_eval(eval_set, tmp_path, "--type", "png", f"eval.png_dir={labels}"))
+    assert_ok(run_eval(eval_set, tmp_path, "cam.bkgscore=0.14", "--type", "png", f"eval.png_dir={labels}"))
     assert json.load(open(tmp_path / "scores_png.json"))["miou"] == 100.0
     assert (tmp_path / "scores.json").read_text() == run_score
 

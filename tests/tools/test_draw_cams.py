@@ -5,7 +5,7 @@ from PIL import Image
 from datasets.files import read_image
 from datasets.voc import VOC
 from tests.support import assert_clean_error, run_stage
-from wsss.cam import load_cam_file
+from wsss.cam_files import load_cam_file
 from wsss.pictures import GAP, caption_height
 
 pytestmark = pytest.mark.slow

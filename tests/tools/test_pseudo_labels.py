@@ -11,7 +11,7 @@ from datasets.files import bit_palette, read_image, read_label
 from datasets.voc import VOC
 from engine.per_image import UNFINISHED
 from tests.support import assert_clean_error, assert_ok, run_stage
-from wsss.cam import load_cam_file
+from wsss.cam_files import load_cam_file
 from wsss.crf import check_crf_params
 from wsss.labels import cam_to_label, pseudo_label
 
@@ -49,7 +49,7 @@ def test_labels_equal_cam_to_label_and_parallel_equals_serial(tiny_cam_set, tmp_
     data, cam_dir, names = tiny_cam_set
     out = assert_ok(run_tool(data, cam_dir, tmp_path / "serial", "labels.num_workers=0"))
     assert f"wrote {len(names)} pseudo labels" in out
-    expected = expected_labels(cam_dir, names, 0.14)  # labels.bkgscore null = cam.bkgscore 0.14
+    expected = expected_labels(cam_dir, names, 0.5)  # labels.bkgscore null = cam.bkgscore, 0.5 in the demo config
     assert_same_labels(read_labels(tmp_path / "serial" / "labels", names), expected)
     for name in names:
         with Image.open(tmp_path / "serial" / "labels" / f"{name}.png") as png:
@@ -57,7 +57,7 @@ def test_labels_equal_cam_to_label_and_parallel_equals_serial(tiny_cam_set, tmp_
         with Image.open(tmp_path / "serial" / "overlay" / f"{name}.jpg") as overlay:
             assert overlay.size == Image.open(VOC(str(data)).image_path(name)).size
     settings = json.load(open(tmp_path / "serial" / "labels" / MANIFEST))
-    assert settings["bkgscore"] == 0.14 and settings["crf"] is False and settings["cam_dir"] == str(cam_dir)
+    assert settings["bkgscore"] == 0.5 and settings["crf"] is False and settings["cam_dir"] == str(cam_dir)
     assert not [f for f in os.listdir(tmp_path / "serial" / "labels") if f.endswith(".tmp")]
 
     assert_ok(run_tool(data, cam_dir, tmp_path / "parallel", "labels.num_workers=2"))
@@ -105,14 +105,14 @@ def test_resume_skips_done_and_redoes_missing_or_corrupt(tiny_cam_set, tmp_path)
     assert "wrote 3 pseudo labels" in out and f"{len(names) - 3} already done, skipped; 1 unreadable, redone" in out
     assert kept.stat().st_mtime_ns == kept_mtime
     assert (tmp_path / "overlay" / f"{names[3]}.jpg").is_file()
-    assert_same_labels(read_labels(labels, names), expected_labels(cam_dir, names, 0.14))
+    assert_same_labels(read_labels(labels, names), expected_labels(cam_dir, names, 0.5))
 
 
 def test_labels_of_other_settings_are_not_mixed(tiny_cam_set, tmp_path):
     data, cam_dir, names = tiny_cam_set
     assert_ok(run_tool(data, cam_dir, tmp_path, "labels.num_workers=0"))
     result = run_tool(data, cam_dir, tmp_path, "labels.num_workers=0", "labels.bkgscore=0.3")
-    assert_clean_error(result, str(tmp_path / "labels"), "bkgscore: 0.14 -> 0.3", "--overwrite")
+    assert_clean_error(result, str(tmp_path / "labels"), "bkgscore: 0.5 -> 0.3", "--overwrite")
     assert_clean_error(run_tool(data, cam_dir, tmp_path, "labels.num_workers=0", "--crf"), "crf: False -> True")
 
     out = assert_ok(run_tool(data, cam_dir, tmp_path, "labels.num_workers=0", "labels.bkgscore=0.3",
