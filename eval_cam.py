@@ -18,7 +18,7 @@ from datasets import build_source
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.parallel import worker_count
-from engine.files import read_manifest
+from engine.files import manifest_changes, read_manifest
 from wsss.cam_files import CAM_SETTINGS_FILE
 from wsss.evaluation import SUFFIXES, evaluate
 from wsss.metrics import sweep_grid
@@ -35,20 +35,21 @@ def bkgscore_thresholds(bkgscore, sweep):
     return sorted({float(value) for value in values})
 
 
-def check_cams_are_of_these_images(cam_dir, split, source, names):
-    """CAM files made from the images a split had before its dataset was regenerated would be scored against
-    the new ground truth: refuse them (infer_cam.py records cam.split and a digest of its images)."""
-    made = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE))
-    if made.get("split") != os.path.abspath(split) or "images" not in made:
-        return  # made for another split (a superset, say), or by other code: nothing to compare
+def check_cams_are_of_these_images(cam_dir, source, names):
+    """CAM files made from images that were since regenerated would be scored against the new ground truth:
+    refuse them. infer_cam.py records {name: image file size}; the names both know are compared."""
+    made = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE)).get("images")
+    if not isinstance(made, dict):
+        return  # CAMs made by other code (or an older version): nothing to compare
+    common = [name for name in names if name in made]
     try:
-        current = source.fingerprint(names)
+        changed = manifest_changes(made, source.image_signatures(common))
     except OSError:
         return  # the images are not there to compare with
-    if made["images"] != current:
-        raise UserError(f"the CAM files in {cam_dir} were made before the images of cam.split changed (the dataset "
-                        f"was regenerated or replaced); redo them: python infer_cam.py --overwrite (or "
-                        f"cam.overwrite=true)")
+    if changed:
+        raise UserError(f"{len(changed)} of the CAM files in {cam_dir} were made before their images changed, e.g. "
+                        f"{', '.join(changed[:3])} (the dataset was regenerated or replaced); redo them: python "
+                        f"infer_cam.py --overwrite (or cam.overwrite=true)")
 
 
 def output_paths(cfg, kind, sweeping):
@@ -82,7 +83,7 @@ def evaluate_cams(cfg, kind="cam", sweep=False, allow_missing=False):
     names = source.read_names(cfg.cam.split)
     pred_dir, what, producer = prediction_source(cfg, kind)
     if kind == "cam":
-        check_cams_are_of_these_images(pred_dir, cfg.cam.split, source, names)
+        check_cams_are_of_these_images(pred_dir, source, names)
     json_path, plot_path = output_paths(cfg, kind, sweeping)
     configured = cfg.cam.bkgscore if not isinstance(cfg.cam.bkgscore, (list, tuple)) else None
     context = {"split": cfg.cam.split, "cam_dir": pred_dir if kind == "cam" else None}

@@ -40,14 +40,13 @@ CHECKPOINT_KEYS = ("checkpoint", "checkpoint_bytes", "checkpoint_mtime_ns")
 
 
 def cam_settings(cfg, source, names):
-    """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and the images
-    (cam.split and a digest of its image files)."""
+    """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and each image
+    ({name: image file size}: compared on the names two runs share, so another split is fine)."""
     checkpoint = os.path.abspath(cfg.exp.checkpoint)
     stat = os.stat(checkpoint)
     amp = cfg.cam.amp if cfg.cam.amp is not False else "off"
     return {"checkpoint": checkpoint, "checkpoint_bytes": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns,
-            "scales": list(cfg.cam.scales), "amp": amp, "split": os.path.abspath(cfg.cam.split),
-            "images": source.fingerprint(names)}
+            "scales": list(cfg.cam.scales), "amp": amp, "images": source.image_signatures(names)}
 
 
 def explain_changes(previous, current, changed):
@@ -59,10 +58,10 @@ def explain_changes(previous, current, changed):
         newer = current["checkpoint_mtime_ns"] > previous.get("checkpoint_mtime_ns", 0)
         sentences.append("the checkpoint was retrained after these CAMs were made" if newer
                          else "the checkpoint file was replaced after these CAMs were made")
-    if "split" in changed:
-        sentences.append(f"they were made for another cam.split, {previous['split']}")
-    elif "images" in changed:
-        sentences.append("the images of cam.split changed since (the dataset was regenerated or replaced)")
+    images = [key.split(".", 1)[1] for key in changed if key.startswith("images.")]
+    if images:
+        sentences.append(f"{len(images)} of their images changed since, e.g. {', '.join(images[:3])} (the dataset "
+                         f"was regenerated or replaced)")
     sentences += [f"cam.{key}: {previous[key]!r} -> {current[key]!r}" for key in ("scales", "amp") if key in changed]
     return sentences
 

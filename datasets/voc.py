@@ -81,12 +81,16 @@ class VOC:
                             f"{folder}, e.g. {', '.join(missing[:3])}; check dataset.root_dir and the split file")
         return names
 
+    def image_signatures(self, names):
+        """{name: size of its image file in bytes}: what tells a regenerated or replaced image from the one an
+        output was made of, without reading the files (a copy or a move of the dataset keeps them)."""
+        return {name: os.path.getsize(self.image_path(name)) for name in names}
+
     def fingerprint(self, names):
-        """A short digest of the image files of `names` (name and size of each): it changes when the dataset
-        is regenerated or replaced, not when it is copied or moved. Quick: the files are not read."""
+        """A short digest of image_signatures(names), for a record of the whole set (a training checkpoint)."""
         digest = hashlib.sha1()
-        for name in names:
-            digest.update(f"{name} {os.path.getsize(self.image_path(name))}\n".encode())
+        for name, size in self.image_signatures(names).items():
+            digest.update(f"{name} {size}\n".encode())
         return digest.hexdigest()[:16]
 
     def load_cls_labels(self):

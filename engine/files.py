@@ -139,3 +139,30 @@ def read_manifest(path):
         raise UserError(f"{path} is not a settings manifest (a JSON object); delete it, or pass --overwrite to redo "
                         f"the folder", every_rank=True)
     return manifest
+
+
+def manifest_changes(previous, current, prefix=""):
+    """The dotted keys whose values differ between two settings records, compared on the keys both have.
+
+    Mappings are compared the same way, key by key: a record of one entry per image ({name: signature})
+    then compares the images both runs know (a run over a subset or a superset of the images is fine),
+    and a record embedded from another folder's manifest tolerates keys that one version of the
+    project writes and another does not."""
+    changed = []
+    for key in current.keys() & previous.keys():
+        old, new = previous[key], current[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += manifest_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}")
+    return sorted(changed)
+
+
+def merged_manifest(previous, current):
+    """`current`, with the entries that only `previous` has in the mappings both record (e.g. the images of an
+    earlier run over a larger split, whose files are still in the folder)."""
+    merged = dict(current)
+    for key in previous.keys() & current.keys():
+        if isinstance(previous[key], dict) and isinstance(current[key], dict):
+            merged[key] = {**previous[key], **merged_manifest(previous[key], current[key])}
+    return merged

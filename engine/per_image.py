@@ -2,8 +2,8 @@
 
 The same rules for every such stage (CAMs, pseudo labels, and the stages to come):
 
-- The output folders are prepared before any work: created, checked writable, and cleared of the
-  temporary files a killed run left (engine.files.prepare_output_dir).
+- The output folders are checked before any work (writable, or creatable when missing; created with
+  their first file) and cleared of the temporary files a killed run left (engine.files.prepare_output_dir).
 - A settings manifest (JSON, in the first folder) records what made the files. Files made with
   other settings are never mixed in: that is an error which says to redo them (overwrite) or to
   choose another folder. An overwrite that changes the settings marks the manifest unfinished
@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from engine import distributed
 from engine.errors import UserError
-from engine.files import prepare_output_dir, read_manifest, save_json
+from engine.files import manifest_changes, merged_manifest, prepare_output_dir, read_manifest, save_json
 from engine.parallel import usable_cores
 from engine.signals import GracefulStop, ignore_interrupts
 
@@ -54,10 +54,13 @@ class PerImageOutputs:
 
     folders: the output folders, the first holding the manifest. outputs(name) -> [(path, read), ...]:
     the files of one image, each with a function that reads it back (raising UserError when it cannot).
-    settings: what the files depend on (JSON-serialisable), recorded in `manifest`. overwrite: redo
-    every image (the stage's --overwrite; overwrite_key, its config key, is named in advice too, as
-    run.sh passes config keys). explain(previous, current, changed keys) -> sentences that say what
-    changed in words (default: "key: old -> new" for each).
+    settings: what the files depend on (JSON-serialisable), recorded in `manifest`; mappings are compared
+    key by key, so a {name: signature} record checks the images both runs share. overwrite: redo every
+    image (the stage's --overwrite; overwrite_key, its config key, is named in the advice too, for
+    commands that only pass key=value). explain(previous, current, changed dotted keys) -> sentences
+    that say what changed in words (default: "key: old -> new" for each). inputs: {settings key: what
+    it records}, for settings that embed the manifest of an input folder (e.g. {"cam_settings": "the CAM
+    files in work/cams"}); a change there is said as "<what> were remade since".
     """
     folders: list
     manifest: str
@@ -66,28 +69,53 @@ class PerImageOutputs:
     overwrite: bool = False
     overwrite_key: str = None
     explain: Callable = None
+    inputs: dict = dataclasses.field(default_factory=dict)
 
     @property
     def manifest_path(self):
         return os.path.join(self.folders[0].path, self.manifest)
 
 
-def check_manifest(spec):
-    """Whether this run may write into spec's folders -> True when it replaces files of other settings
-    (an overwrite), False otherwise; a UserError when files of other settings would be mixed in.
+def _value(record, dotted_key):
+    for part in dotted_key.split("."):
+        record = record[part]
+    return record
 
-    A setting the manifest does not record (a manifest older than that setting) is not compared."""
-    folder, previous = spec.folders[0], read_manifest(spec.manifest_path)
-    changed = [key for key, value in spec.settings.items() if key in previous and previous[key] != value]
+
+def describe_changes(previous, current, changed):
+    """The default explanation of changed settings: "key: old -> new" for each."""
+    return [f"{key}: {_value(previous, key)!r} -> {_value(current, key)!r}" for key in changed]
+
+
+def check_manifest(spec, previous=None):
+    """Whether this run may write into spec's folders, given the `previous` manifest (read when None) -> True when it replaces
+    files of other settings (an overwrite), False otherwise; a UserError when files of other settings would be
+    mixed in.
+
+    Settings are compared on the keys both records have (engine.files.manifest_changes): a setting that an
+    older manifest does not record is not compared, and per-image records compare the images both runs know."""
+    folder = spec.folders[0]
+    previous = read_manifest(spec.manifest_path) if previous is None else previous
+    changed = manifest_changes(previous, spec.settings)
     unfinished = bool(previous.get(UNFINISHED))
     if spec.overwrite:
         return bool(changed) or unfinished
     overwrite = "pass --overwrite" + (f" (or {spec.overwrite_key}=true)" if spec.overwrite_key else "")
     if changed:
-        explain = spec.explain or (lambda old, new, keys: [f"{key}: {old[key]!r} -> {new[key]!r}" for key in keys])
+        sentences = []
+        for key, what in spec.inputs.items():
+            if key in changed:
+                sentences.append(f"{what} were remade since")
+            changed_input = [name.split(".", 1)[1] for name in changed if name.startswith(key + ".")]
+            if changed_input:
+                sentences.append(f"{what} were remade since, with other {', '.join(changed_input[:3])}")
+        own = [name for name in changed if name.split(".")[0] not in spec.inputs]
+        if own:
+            sentences += (spec.explain or describe_changes)(previous, spec.settings, own) or \
+                describe_changes(previous, spec.settings, own)
         raise UserError(f"{folder.path} holds {folder.contents} made with other settings "
-                        f"({'; '.join(explain(previous, spec.settings, changed)[:3])}); {overwrite} to redo them, "
-                        f"or set another {folder.key}", every_rank=True)
+                        f"({'; '.join(sentences[:3])}); {overwrite} to redo them, or set another {folder.key}",
+                        every_rank=True)
     if unfinished:
         raise UserError(f"{folder.path} holds the {folder.contents} of an interrupted overwrite mixed with older "
                         f"ones; {overwrite} again to finish it", every_rank=True)
@@ -125,10 +153,14 @@ class PerImageRunner:
         if ctx.is_main:
             for folder in spec.folders:
                 prepare_output_dir(folder.path, folder.key)
-        self.replacing = check_manifest(spec)
+        previous = read_manifest(spec.manifest_path)
+        self.replacing = check_manifest(spec, previous)
         distributed.barrier()  # every rank has read the old manifest before rank 0 replaces it
         if ctx.is_main:
-            save_json(spec.manifest_path, {**spec.settings, UNFINISHED: True} if self.replacing else spec.settings)
+            if self.replacing:
+                save_json(spec.manifest_path, {**spec.settings, UNFINISHED: True})
+            else:  # same settings: what the previous manifest records of other images stays
+                save_json(spec.manifest_path, merged_manifest(previous, spec.settings))
 
         share = range(ctx.rank, len(names), ctx.world_size)
         if spec.overwrite:

@@ -11,7 +11,6 @@ viewing). Images run in parallel over labels.num_workers processes. Images whose
 and decode are skipped (an interrupted run continues), provided labels_settings.json in
 labels.dir shows the same settings and CAM folder; --overwrite redoes every image.
 """
-import json
 import os
 import sys
 
@@ -28,7 +27,7 @@ from datasets.files import read_image, read_label, save_label_png
 from engine.cli import build_parser, parse_config
 from engine.distributed import DistContext
 from engine.errors import run_main
-from engine.files import save_image
+from engine.files import read_manifest, save_image
 from engine.parallel import worker_count
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
 from wsss.cam_files import CAM_SETTINGS_FILE, image_of_cam, load_cam_file
@@ -65,12 +64,9 @@ class LabelJobs(Dataset):
 
 
 def label_settings(cam_dir, bkgscore, crf_params, overlay_dir):
-    """What the label files depend on: the CAM folder and the settings that made it, bkgscore, the CRF."""
-    cam_manifest = os.path.join(cam_dir, CAM_SETTINGS_FILE)
-    cams = None
-    if os.path.isfile(cam_manifest):
-        with open(cam_manifest) as handle:
-            cams = json.load(handle)
+    """What the label files depend on: the CAM folder and the settings that made it (its manifest; None for CAMs
+    made by other code), bkgscore, the CRF."""
+    cams = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE)) or None
     return {"cam_dir": os.path.abspath(cam_dir), "cam_settings": cams, "bkgscore": bkgscore,
             "crf": crf_params is not None, "crf_params": crf_params,
             "overlay_dir": os.path.abspath(overlay_dir) if overlay_dir else None}
@@ -95,7 +91,8 @@ def make_pseudo_labels(cfg):
 
     runner = PerImageRunner(DistContext(), PerImageOutputs(
         folders, MANIFEST, label_settings(cam_dir, bkgscore, crf_params, overlay_dir), outputs,
-        overwrite=bool(cfg.labels.overwrite)))
+        overwrite=bool(cfg.labels.overwrite), overwrite_key="labels.overwrite",
+        inputs={"cam_settings": f"the CAM files in {cam_dir}"}))
     runner.start(names)
     jobs = LabelJobs(names, source, cam_dir, label_dir, overlay_dir, bkgscore, crf_params)
     runner.run(jobs, num_workers if num_workers > 1 else 0, desc="labels" + (" (CRF)" if crf_params else ""))

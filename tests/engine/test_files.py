@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from engine.files import atomic_open, save_json
+from engine.files import atomic_open, manifest_changes, merged_manifest, save_json
 
 
 def test_failed_write_leaves_nothing(tmp_path):
@@ -30,3 +30,18 @@ def test_new_files_get_the_umask_mode(tmp_path):
     os.umask(umask)
     save_json(tmp_path / "a.json", {})
     assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_manifests_compare_the_keys_both_record():
+    previous = {"scale": 2, "images": {"a": 10, "b": 11}, "input": {"checkpoint": "x", "old_key": 1}}
+    # Another split (names added or left out), a key one version records and another does not: no change.
+    assert manifest_changes(previous, {"scale": 2, "images": {"b": 11, "c": 12}, "input": {"checkpoint": "x"},
+                                       "new_key": 5}) == []
+    assert manifest_changes(previous, {"scale": 3, "images": {"a": 10, "b": 99}, "input": {"checkpoint": "y"}}) == \
+        ["images.b", "input.checkpoint", "scale"]
+    assert manifest_changes({"input": None}, {"input": {"checkpoint": "x"}}) == ["input"]
+
+
+def test_a_merged_manifest_keeps_the_images_of_earlier_runs():
+    merged = merged_manifest({"scale": 2, "images": {"a": 10, "b": 11}, "gone": 1}, {"scale": 2, "images": {"b": 12}})
+    assert merged == {"scale": 2, "images": {"a": 10, "b": 12}}

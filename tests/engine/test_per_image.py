@@ -73,6 +73,22 @@ def test_outputs_of_other_settings_are_not_mixed_in(tmp_path):
     assert json.load(open(tmp_path / "settings.json")) == {"scale": 3}  # the overwrite finished: no flag
 
 
+def test_per_image_records_cover_the_images_of_every_run_and_inputs_are_named(tmp_path):
+    run(tmp_path, names=NAMES[:3], settings={"scale": 2, "images": {name: 1 for name in NAMES[:3]}})
+    todo, _ = run(tmp_path, settings={"scale": 2, "images": {name: 1 for name in NAMES}})  # more images: fine
+    assert todo == [3, 4, 5]
+    assert json.load(open(tmp_path / "settings.json"))["images"] == {name: 1 for name in NAMES}
+    with pytest.raises(UserError, match=r"other settings \(images.image1: 1 -> 2\)"):
+        run(tmp_path, names=NAMES[:2], settings={"scale": 2, "images": {"image0": 1, "image1": 2}})
+
+    inputs = {"scale": 2, "cams": {"checkpoint": "a.pth", "images": {"x": 1}}}
+    run(tmp_path / "labels", settings=inputs)
+    upstream = spec(tmp_path / "labels", {"scale": 2, "cams": {"checkpoint": "b.pth", "images": {"x": 1}}})
+    upstream.inputs = {"cams": "the CAM files in cams/"}
+    with pytest.raises(UserError, match=r"\(the CAM files in cams/ were remade since, with other checkpoint\)"):
+        check_manifest(upstream)
+
+
 def test_an_interrupted_overwrite_is_not_resumed_as_if_complete(tmp_path):
     settings = {"scale": 3}
     (tmp_path / "settings.json").write_text(json.dumps({**settings, UNFINISHED: True}))
