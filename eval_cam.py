@@ -1,7 +1,7 @@
 """Stage 3: score the CAMs (or label PNGs) against the ground truth (mIoU, per-class IoU, accuracies).
 
     python eval_cam.py --config configs/voc.yaml [cam.bkgscore=0.14 ...]
-    python eval_cam.py --sweep                          # bkgscore 0.05, 0.06, ..., 0.40 in one pass, and a plot
+    python eval_cam.py --sweep                          # bkgscore 0.05, 0.06, ..., 0.40 (+ cam.bkgscore), a plot
     python eval_cam.py cam.bkgscore=[0.10,0.14,0.18]    # these thresholds in one pass
     python eval_cam.py --type png [eval.png_dir=DIR]    # label PNGs (pseudo labels, CRF output) instead of CAMs
     python eval_cam.py --allow-missing                  # score the images that have a file, list the others
@@ -26,11 +26,12 @@ from wsss.schema import DEFAULT_CONFIG, SCHEMA
 
 
 def bkgscore_thresholds(bkgscore, sweep):
-    """cam.bkgscore (a number or a list) or the --sweep grid -> ascending, distinct float thresholds."""
+    """cam.bkgscore (a number or a list) or the --sweep grid (with the configured threshold, wherever it lies)
+    -> ascending, distinct float thresholds."""
     if sweep:
         if isinstance(bkgscore, (list, tuple)):
             raise UserError("--sweep and a cam.bkgscore list both choose the thresholds; drop one of them")
-        return sweep_grid()
+        return sorted(set(sweep_grid()) | {float(bkgscore)})
     values = list(bkgscore) if isinstance(bkgscore, (list, tuple)) else [bkgscore]  # checked by the config schema
     return sorted({float(value) for value in values})
 
@@ -97,7 +98,8 @@ def main(argv=None):
     parser.add_argument("--type", choices=sorted(SUFFIXES), default="cam",
                         help="cam: the CAM .npy files of exp.cam_dir (default); png: label PNGs of eval.png_dir")
     parser.add_argument("--sweep", action="store_true",
-                        help="score cam.bkgscore 0.05, 0.06, ..., 0.40 in one pass; report the best, plot them all")
+                        help="score cam.bkgscore 0.05, 0.06, ..., 0.40 and the configured value in one pass; report "
+                             "the best, plot them all")
     parser.add_argument("--allow-missing", action="store_true",
                         help="score the images that have a prediction file and list the missing ones")
     args, cfg = parse_config(parser, SCHEMA, argv)

@@ -101,7 +101,7 @@ def train(ctx, config_dict, resume="auto"):
     cfg = Config(config_dict)
     work_dir = cfg.exp.work_dir
     files = TrainingFiles(last=os.path.join(work_dir, "checkpoints", "last.pth"), final=cfg.exp.checkpoint,
-                          log=os.path.join(work_dir, "train_log.jsonl"),
+                          log=os.path.join(work_dir, "train_log.jsonl"), config=os.path.join(work_dir, "config.yaml"),
                           tensorboard=os.path.join(work_dir, "tensorboard"))
     # The trainer checks its settings (the batch over the processes, AMP) and seeds the generators, before the
     # model is built.
@@ -130,8 +130,6 @@ def train(ctx, config_dict, resume="auto"):
     model = VWEClassifier.from_config(cfg.model, n_classes=source.n_classes).to(ctx.device)
     opt = cfg.train.opt
     optimizer = build_sgd(model.param_groups(opt.new_layers_lr_mult), opt.lr, opt.weight_decay, opt.momentum)
-    if ctx.is_main:
-        save_text(os.path.join(work_dir, "config.yaml"), repr(cfg))  # the resolved config of this run
     trainer.fit(model, optimizer, train_set, batch_losses, resume=resume,
                 data_fingerprint=source.fingerprint(train_set.names),
                 after_step=lambda: model.update_codebook(distributed.all_reduce_sum, distributed.broadcast_tensor),

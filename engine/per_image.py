@@ -88,9 +88,9 @@ def describe_changes(previous, current, changed):
 
 
 def check_manifest(spec, previous=None):
-    """Whether this run may write into spec's folders, given the `previous` manifest (read when None) -> True when it replaces
-    files of other settings (an overwrite), False otherwise; a UserError when files of other settings would be
-    mixed in.
+    """Whether this run may write into spec's folders, given the `previous` manifest (read when None) -> True
+    when it replaces files of other settings (an overwrite), False otherwise; a UserError when files of other
+    settings would be mixed in.
 
     Settings are compared on the keys both records have (engine.files.manifest_changes): a setting that an
     older manifest does not record is not compared, and per-image records compare the images both runs know."""

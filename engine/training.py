@@ -24,6 +24,7 @@ import sys
 import time
 
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from engine import distributed
 from engine.checkpoint import resume_state, rng_state, save_checkpoint, save_training_state, set_rng_state
 from engine.errors import UserError
+from engine.files import save_text
 from engine.optim import set_poly_lr
 from engine.precision import amp_dtype, autocast
 from engine.sampler import GlobalBatchSampler
@@ -138,11 +140,13 @@ class NonFiniteLoss(UserError):
 @dataclasses.dataclass(frozen=True)
 class TrainingFiles:
     """Where a trainer writes: `last` (resumable, rewritten as the run goes), `final` (the weights the next
-    stage reads), `log` (JSONL), `tensorboard` (a folder, or None)."""
+    stage reads), `log` (JSONL), `tensorboard` (a folder, or None), `config` (the resolved config of the run,
+    YAML, written when training starts; or None)."""
     last: str
     final: str
     log: str
     tensorboard: str = None
+    config: str = None
 
 
 class Trainer:
@@ -235,6 +239,8 @@ class Trainer:
 
         log = TrainLog(files.log, ctx.is_main, files.tensorboard if settings.tensorboard else None, start_step=step)
         if ctx.is_main:
+            if files.config:  # only now: a run refused above or already finished leaves the last one in place
+                save_text(files.config, yaml.safe_dump(self.config_dict, sort_keys=False))
             epochs = f"{max_epochs} epoch{'s' if max_epochs > 1 else ''} of {steps_per_epoch}"
             print(f"training {max_step} steps ({epochs}) on {ctx.world_size} x {ctx.device.type}, "
                   f"{self.per_process_batch} images per process; log {log.path}")

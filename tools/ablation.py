@@ -30,8 +30,9 @@ def main(argv=None):
     rows = []
     for row_name, folder, combination in COMBINATIONS:
         work_dir = os.path.join(work_root, folder)
+        score_path = os.path.join(root, work_dir, "eval_cam.json")
         command = ["bash", "run.sh", args.config, *(["--gpu", args.gpu] if args.gpu else []),
-                   *args.overrides, *combination, f"exp.work_dir={work_dir}"]
+                   *args.overrides, *combination, f"exp.work_dir={work_dir}", f"eval.json={score_path}"]
         print("==", " ".join(command), flush=True)
         # run.sh runs the stages with this interpreter (a virtual environment's python need not be first on PATH)
         finished = subprocess.run(command, cwd=root, env={**os.environ, "PYTHON": sys.executable})
@@ -39,7 +40,11 @@ def main(argv=None):
             print(f"error: the {row_name} run stopped (exit code {finished.returncode}); its message is above",
                   file=sys.stderr)
             return finished.returncode
-        with open(os.path.join(root, work_dir, "eval_cam.json")) as handle:
+        if not os.path.isfile(score_path):  # a cam.bkgscore list scores a sweep into <stem>_sweep.json instead
+            print(f"error: the {row_name} run wrote no score at one threshold ({score_path}); give cam.bkgscore one "
+                  f"value", file=sys.stderr)
+            return 2
+        with open(score_path) as handle:
             rows.append((row_name, json.load(handle)))
     print("\n| setting | CAM mIoU | pixel acc |\n|---|---|---|")
     for row_name, result in rows:

@@ -119,7 +119,8 @@ def score_images(names, pred_dir, gt_dir, n_classes, kind="cam", thresholds=(0.1
                                     thresholds=list(thresholds), n_classes=n_classes, source=source)
     total = np.zeros((len(thresholds), n_classes, n_classes + (kind == "png")), dtype=np.int64)
     with tqdm(total=len(names), desc="eval", dynamic_ncols=True, disable=not progress) as bar:
-        for count, confusions in imap_unordered(score_chunk, chunks, workers, initializer=keep_freed_memory):
+        for count, confusions in imap_unordered(score_chunk, chunks, workers, initializer=keep_freed_memory,
+                                                    workers_key="eval.num_workers"):
             total += confusions
             bar.update(count)
     return total

@@ -27,7 +27,8 @@ def test_thresholds_from_the_config_and_the_default_sweep(eval_set, tmp_path):
 
     assert_ok(run_eval(eval_set, tmp_path, "--sweep"))
     result = json.load(open(tmp_path / "scores_sweep.json"))
-    assert len(result["sweep"]) == 36 and result["sweep"][2]["bkgscore"] == 0.07
+    assert len(result["sweep"]) == 37 and result["sweep"][2]["bkgscore"] == 0.07  # the grid and the configured 0.5
+    assert [row["bkgscore"] for row in result["sweep"]][-2:] == [0.4, 0.5]
     assert result["miou"] == max(row["miou"] for row in result["sweep"]) and result["configured_bkgscore"] == 0.5
     assert (tmp_path / "scores_sweep.png").is_file()
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import pytest
+import yaml
 
 from tests.support import ROOT, assert_clean_error, assert_ok, run, run_stage
 
@@ -54,6 +55,8 @@ def test_changed_data_and_a_retrained_checkpoint_are_never_mixed_with_older_resu
     result = run_stage("train_cam.py", *regenerated)
     assert "regenerated the synthetic dataset" in result.stdout and "(seed: 3 -> 4)" in result.stdout
     assert_clean_error(result, "the images of train.split changed since", "last.pth was saved", "--restart")
+    resolved = yaml.safe_load((tmp_path / "work" / "config.yaml").read_text())  # that of the run that trained
+    assert resolved["dataset"]["synthetic"]["seed"] == 3 and resolved["exp"]["work_dir"] == str(tmp_path / "work")
     assert_clean_error(run_stage("eval_cam.py", *regenerated), "were made before their images changed, e.g. 20",
                        "infer_cam.py --overwrite (or cam.overwrite=true)")
     assert_clean_error(run_stage("infer_cam.py", *regenerated),
