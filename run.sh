@@ -5,7 +5,8 @@
 #   bash run.sh configs/voc.yaml --gpu 0 dataset.root_dir=/data/VOC2012
 #   bash run.sh --restart                        # train again from scratch, and redo the CAMs
 #
-# key=value overrides go to every stage; each option goes to the stages it means something to:
+# The config file and the options may come in any order. key=value overrides go to every stage; each
+# option goes to the stages it means something to:
 #   --gpu IDS        training and inference
 #   --restart        training (from scratch) and inference (--overwrite: the CAMs of the new weights)
 #   --resume PATH    training
@@ -13,34 +14,48 @@
 #   --sweep, --type KIND, --allow-missing    evaluation
 # PYTHON names the interpreter (default: python).
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")"
 python=${PYTHON:-python}
 
-config=configs/synthetic.yaml
-if [[ $# -gt 0 && ( "$1" == *.yaml || "$1" == *.yml ) ]]; then
-    config=$1
-    shift
-fi
+fail() {
+    echo "error: run.sh: $*" >&2
+    exit 2
+}
+# value OPTION NEXT: NEXT as the value of OPTION, unless it is missing or another option.
+value() {
+    [[ $# -ge 2 && -n "$2" && "$2" != -* ]] || fail "$1 needs a value"
+    printf '%s' "$2"
+}
+
+config=configs/synthetic.yaml config_given=false
 overrides=() train=() infer=() eval=()
 gpu_given=false
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --gpu) train+=(--gpu "${2:?--gpu needs GPU ids}"); infer+=(--gpu "$2"); gpu_given=true; shift 2 ;;
+        --gpu) gpu=$(value "$@"); train+=(--gpu "$gpu"); infer+=(--gpu "$gpu"); gpu_given=true; shift 2 ;;
         --gpu=*) train+=("$1"); infer+=("$1"); gpu_given=true; shift ;;
         --restart) train+=(--restart); infer+=(--overwrite); shift ;;
-        --resume) train+=(--resume "${2:?--resume needs a checkpoint}"); shift 2 ;;
+        --resume) train+=(--resume "$(value "$@")"); shift 2 ;;
         --resume=*) train+=("$1"); shift ;;
         --overwrite) infer+=(--overwrite); shift ;;
         --sweep | --allow-missing) eval+=("$1"); shift ;;
-        --type) eval+=(--type "${2:?--type needs cam or png}"); shift 2 ;;
+        --type) eval+=(--type "$(value "$@")"); shift 2 ;;
         --type=*) eval+=("$1"); shift ;;
-        -*) echo "error: run.sh: unknown option $1 (it takes --gpu, --restart, --resume, --overwrite, --sweep," \
-                 "--type, --allow-missing and key=value overrides)" >&2; exit 2 ;;
-        *) overrides+=("$1"); shift ;;
+        -*) fail "unknown option $1 (it takes a config file, --gpu, --restart, --resume, --overwrite, --sweep," \
+                 "--type, --allow-missing and key=value overrides)" ;;
+        *=*) overrides+=("$1"); shift ;;
+        *.yaml | *.yml)
+            [[ $config_given == false ]] || fail "two config files, $config and $1; give one"
+            config=$1 config_given=true; shift
+            # a path from where run.sh was called, if it is one (the stages run from the repository)
+            [[ "$config" == /* || "$caller" == "$PWD" || ! -f "$caller/$config" ]] || config=$caller/$config ;;
+        *) fail "$1 is neither a config file (.yaml) nor a key=value override" ;;
     esac
 done
+[[ -f "$config" ]] || fail "config file $config does not exist (configs/ holds $(cd configs && echo *.yaml))"
 # The demo runs on the CPU unless --gpu says otherwise.
-if [[ "$config" == configs/synthetic* && $gpu_given == false ]]; then
+if [[ "$(basename "$config")" == synthetic* && $gpu_given == false ]]; then
     train+=(--gpu cpu)
     infer+=(--gpu cpu)
 fi

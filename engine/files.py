@@ -71,6 +71,8 @@ def prepare_output_dir(folder, key):
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
     try:
+        if os.path.islink(existing) and not os.path.exists(existing):
+            raise FileNotFoundError(errno.ENOENT, f"{existing} is a broken symbolic link to {os.readlink(existing)}")
         if not os.path.isdir(existing):
             raise NotADirectoryError(errno.ENOTDIR, f"{existing} is a file")
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".write_test.", suffix=TEMP_SUFFIX)

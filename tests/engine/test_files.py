@@ -4,7 +4,8 @@ import stat
 
 import pytest
 
-from engine.files import atomic_open, manifest_changes, merged_manifest, save_json
+from engine.errors import UserError
+from engine.files import atomic_open, manifest_changes, merged_manifest, prepare_output_dir, save_json
 
 
 def test_failed_write_leaves_nothing(tmp_path):
@@ -45,3 +46,18 @@ def test_manifests_compare_the_keys_both_record():
 def test_a_merged_manifest_keeps_the_images_of_earlier_runs():
     merged = merged_manifest({"scale": 2, "images": {"a": 10, "b": 11}, "gone": 1}, {"scale": 2, "images": {"b": 12}})
     assert merged == {"scale": 2, "images": {"a": 10, "b": 12}}
+
+
+def test_an_output_folder_is_checked_through_its_nearest_existing_parent(tmp_path):
+    prepare_output_dir(str(tmp_path / "new" / "deeper"), "out.dir")
+    assert not (tmp_path / "new").exists()  # created by the first file written, not before
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match=rf"out.dir: cannot write in {tmp_path}/file/sub \({tmp_path}/file is a file\)"):
+        prepare_output_dir(str(tmp_path / "file" / "sub"), "out.dir")
+    os.symlink(tmp_path / "gone", tmp_path / "link")
+    with pytest.raises(UserError, match=r"link is a broken symbolic link to .*gone\)"):
+        prepare_output_dir(str(tmp_path / "link" / "cams"), "exp.cam_dir")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / ".x.npy.partial.tmp").write_text("half")
+    prepare_output_dir(str(tmp_path / "done"), "out.dir")
+    assert os.listdir(tmp_path / "done") == []

@@ -63,23 +63,36 @@ def test_changed_data_and_a_retrained_checkpoint_are_never_mixed_with_older_resu
                        "of their images changed since, e.g. 20", "(the dataset was regenerated or replaced)")
 
 
-def test_run_sh_gives_each_stage_its_own_options(tmp_path):
+def run_sh(tmp_path, *args, cwd=ROOT):
+    """run.sh with a python that prints its arguments -> (result, {script: its arguments})."""
     fake = tmp_path / "python"
     fake.write_text('#!/usr/bin/env bash\necho "ran: $*"\n')
     fake.chmod(0o755)
-    result = subprocess.run(["bash", "run.sh", "--restart", "--sweep", "key=1", "--type", "png", "--gpu", "0"],
-                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHON": str(fake)})
-    ran = [line[len("ran: "):].split() for line in result.stdout.splitlines() if line.startswith("ran: ")]
-    assert [command[0] for command in ran] == ["train_cam.py", "infer_cam.py", "eval_cam.py"], result.stderr
-    train, infer, evaluate = (set(command[1:]) for command in ran)
-    assert {"--restart", "--gpu", "0", "key=1"} <= train and not {"--sweep", "--overwrite", "--type"} & train
-    assert {"--overwrite", "--gpu", "0", "key=1"} <= infer and not {"--restart", "--sweep"} & infer
-    assert {"--sweep", "--type", "png", "key=1"} <= evaluate and not {"--gpu", "--restart", "--overwrite"} & evaluate
-
-    result = subprocess.run(["bash", "run.sh", "--bogus"], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run(["bash", os.path.join(ROOT, "run.sh"), *args], cwd=cwd, capture_output=True, text=True,
                             env={**os.environ, "PYTHON": str(fake)})
-    assert_clean_error(result, "run.sh: unknown option --bogus")
-    assert "ran:" not in result.stdout
+    ran = [line[len("ran: "):].split() for line in result.stdout.splitlines() if line.startswith("ran: ")]
+    return result, {command[0]: command[1:] for command in ran}
+
+
+def test_run_sh_gives_each_stage_its_own_options(tmp_path):
+    result, ran = run_sh(tmp_path, "--restart", "--sweep", "key=1", "configs/voc.yaml", "--type", "png", "--gpu", "0")
+    assert list(ran) == ["train_cam.py", "infer_cam.py", "eval_cam.py"], result.stderr
+    config = ["--config", "configs/voc.yaml"]
+    assert ran["train_cam.py"] == [*config, "--restart", "--gpu", "0", "key=1"]
+    assert ran["infer_cam.py"] == [*config, "--overwrite", "--gpu", "0", "key=1"]
+    assert ran["eval_cam.py"] == [*config, "--sweep", "--type", "png", "key=1"]
+    # The demo runs on the CPU unless --gpu says otherwise; a config path from another folder is found.
+    _, ran = run_sh(tmp_path, "../configs/synthetic.yaml", cwd=os.path.join(ROOT, "configs"))
+    assert ran["train_cam.py"] == ["--config", os.path.join(ROOT, "configs", "../configs/synthetic.yaml"),
+                                   "--gpu", "cpu"]
+
+    for args, message in [(["--bogus"], "unknown option --bogus"), (["--gpu", "--restart"], "--gpu needs a value"),
+                          (["--resume"], "--resume needs a value"), (["x.yaml", "y.yaml"], "two config files"),
+                          (["nope.yaml"], "config file nope.yaml does not exist (configs/ holds "),
+                          (["stray"], "stray is neither a config file (.yaml) nor a key=value override")]:
+        result, ran = run_sh(tmp_path, *args)
+        assert_clean_error(result, f"run.sh: {message}")
+        assert not ran
 
 
 def test_options_are_offered_only_where_they_act():
