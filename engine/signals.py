@@ -45,13 +45,16 @@ class GracefulStop:
     @contextlib.contextmanager
     def finishing(self, what):
         """Inside the block (the last save before leaving) further stop signals are ignored, with a line
-        saying so: an interrupted save would lose the work it keeps."""
+        saying so: an interrupted save would lose the work it keeps. (A process whose stop another process
+        started may get its first signal here: it is recorded, not announced.)"""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def wait(number, frame):
-            if self.announce:
+            if self.signal_number is None:  # the first here: another process started the stop
+                self.signal_number = number
+            elif self.announce:
                 print(f"\n{signal.Signals(number).name} received again: still {what}; it stops when that is done",
                       file=sys.stderr, flush=True)
 

@@ -20,6 +20,7 @@ tensorboard and opt.power.
 import dataclasses
 import math
 import os
+import signal
 import sys
 import time
 
@@ -36,7 +37,7 @@ from engine.files import save_text
 from engine.optim import set_poly_lr
 from engine.precision import amp_dtype, autocast
 from engine.sampler import GlobalBatchSampler
-from engine.signals import GracefulStop, ignore_interrupts
+from engine.signals import STOP_SIGNALS, GracefulStop, ignore_interrupts
 from engine.train_log import TrainLog
 
 
@@ -70,14 +71,18 @@ def compute_gradients(model, scaler, batch, compute_losses, device, autocast_dty
     return {name: loss.detach() for name, loss in losses.items()}
 
 
-def mean_over_processes(losses, stop_requested=False):
-    """{name: loss} of this process -> ({name: float} averaged over all processes, whether any process
-    was asked to stop), in one small all-reduce, so every rank takes the same decisions."""
-    stop_flag = torch.tensor(float(stop_requested), device=next(iter(losses.values())).device)
-    stacked = torch.stack([loss.float() for loss in losses.values()] + [stop_flag])
+def mean_over_processes(losses, stop_signal=None):
+    """{name: loss} of this process, the stop signal it received (or None) -> ({name: float} averaged over
+    all processes, the signal that stops the job or None: SIGINT if any process got one, else SIGTERM if
+    any did), in one small all-reduce, so every rank takes the same decisions and exits with the same code."""
+    device = next(iter(losses.values())).device
+    received = torch.tensor([float(stop_signal == number) for number in STOP_SIGNALS], device=device)
+    stacked = torch.cat([torch.stack([loss.float() for loss in losses.values()]), received])
     world_size = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    *values, stops = distributed.all_reduce_sum(stacked).tolist()
-    return {name: value / world_size for name, value in zip(losses, values)}, stops > 0
+    summed = distributed.all_reduce_sum(stacked).tolist()
+    values, counts = summed[:len(losses)], summed[len(losses):]
+    stopping = next((number for number, count in zip(STOP_SIGNALS, counts) if count > 0), None)
+    return {name: value / world_size for name, value in zip(losses, values)}, stopping
 
 
 @torch.no_grad()
@@ -118,12 +123,11 @@ def differing_tensors(model):
 class StoppedBySignal(SystemExit):
     """Leave after a Ctrl-C / SIGTERM once the resumable checkpoint is saved, with the shell's exit code."""
 
-    def __init__(self, stop, step, last_path, report):
+    def __init__(self, signal_number, step, last_path, report):
         if report:
-            name = stop.signal_name or "a stop signal on another process"
-            print(f"stopped by {name} after step {step}; saved {last_path}; run the same command to continue",
-                  file=sys.stderr, flush=True)
-        super().__init__(stop.exit_code if stop.requested else 143)
+            print(f"stopped by {signal.Signals(signal_number).name} after step {step}; saved {last_path}; run the "
+                  f"same command to continue", file=sys.stderr, flush=True)
+        super().__init__(128 + signal_number)  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 class NonFiniteLoss(UserError):
@@ -258,7 +262,7 @@ class Trainer:
                         optimizer.zero_grad(set_to_none=True)
                         losses, stopping = mean_over_processes(
                             compute_gradients(trained, scaler, batch, compute_losses, ctx.device, self.autocast_dtype),
-                            stop.requested)
+                            stop.signal_number)
                         if not all(math.isfinite(value) for value in losses.values()):
                             raise NonFiniteLoss(step + 1, losses, files.last, saved_step, self.key)
                         scaler.step(optimizer)
@@ -279,7 +283,7 @@ class Trainer:
                             with stop.finishing(f"saving {files.last}"):
                                 save_state()
                             progress.close()  # the stop line goes below the bar, not onto it
-                            raise StoppedBySignal(stop, step, files.last, ctx.is_main)
+                            raise StoppedBySignal(stopping, step, files.last, ctx.is_main)
                         if step % settings.save_iters == 0 and step % steps_per_epoch:
                             save_state()  # epoch ends save below, after end_of_epoch
                     if end_of_epoch is not None:
