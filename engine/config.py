@@ -117,13 +117,21 @@ def _resolve_string(data, text):
     raise ConfigError(f"config reference cycle in {text!r}")
 
 
-def resolve_references(data, node=None):
-    """Replace `${section.key}` inside string values by that key's value (after overrides), in place."""
+def resolve_references(data, node=None, errors=None, prefix=""):
+    """Replace `${section.key}` inside string values by that key's value (after overrides), in place. A
+    reference that names no key raises a ConfigError, or adds its message to the list `errors` when given
+    (once, however many keys use it)."""
     for key, value in (data if node is None else node).items():
         if isinstance(value, dict):
-            resolve_references(data, value)
+            resolve_references(data, value, errors, f"{prefix}{key}.")
         elif isinstance(value, str) and "${" in value:
-            (data if node is None else node)[key] = _resolve_string(data, value)
+            try:
+                (data if node is None else node)[key] = _resolve_string(data, value)
+            except ConfigError as error:
+                if errors is None:
+                    raise
+                if not any(str(error) in message for message in errors):
+                    errors.append(f"{error} (in {prefix}{key}: {value})")
     return data
 
 
@@ -180,10 +188,15 @@ def read_yaml(path, _including=()):
 
 def load_config(path, schema, overrides=()):
     """Read the YAML at `path` (with its bases), apply `key=value` overrides, resolve `${...}`
-    references and check every key against `schema` -> Config."""
+    references and check every key against `schema` -> Config; one ConfigError naming every mistake."""
     data = read_yaml(path)
+    found = []
     for assignment in overrides:
-        apply_override(data, assignment, schema)
-    resolve_references(data)
-    validate(data, schema, path, {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides})
+        try:
+            apply_override(data, assignment, schema)
+        except ConfigError as error:
+            found.append(str(error))
+    resolve_references(data, errors=found)
+    validate(data, schema, path, {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides},
+             found)
     return Config(data)

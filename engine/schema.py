@@ -200,9 +200,10 @@ def mistakes(data, schema, source, overrides=None, prefix=""):
     return found
 
 
-def validate(data, schema, source, overrides=None):
-    """Check every key present in `data` against `schema`: one ConfigError that names every mistake."""
-    found = mistakes(data, schema, source, overrides)
+def validate(data, schema, source, overrides=None, found=()):
+    """Check every key present in `data` against `schema`: one ConfigError that names every mistake (with
+    those `found` before, in overrides and references)."""
+    found = [*found, *mistakes(data, schema, source, overrides)]
     if len(found) == 1:
         raise ConfigError(found[0])
     if found:

@@ -235,3 +235,15 @@ def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):
     message = str(error.value)
     assert message.startswith("3 mistakes in the config: ") and "\n" not in message
     assert "train.batchsize" in message and "train.max_epochs must be" in message and "cam.bkgscor" in message
+
+
+def test_mistakes_of_the_overrides_and_references_are_reported_with_those_of_the_file(tmp_path):
+    path = write_config(tmp_path, "cam:\n  bkgscor: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["train.bogus=1", "exp.work_dir=${exp.nothing}/x", "train.batch_size=-1"])
+    message = str(error.value)
+    assert message.startswith("4 mistakes in the config: ") and "\n" not in message
+    assert "unknown config key train.bogus" in message and "cam.bkgscor" in message
+    # one line for the bad reference, though every path under exp.work_dir uses it
+    assert message.count("${exp.nothing}") == 2 and "names no key (in exp.work_dir: ${exp.nothing}/x)" in message
+    assert "train.batch_size must be a positive integer, got -1 (override train.batch_size=-1" in message
