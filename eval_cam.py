@@ -22,7 +22,7 @@ from engine.files import manifest_changes, read_manifest
 from wsss.cam_files import CAM_SETTINGS_FILE
 from wsss.evaluation import SUFFIXES, evaluate
 from wsss.metrics import sweep_grid
-from wsss.schema import DEFAULT_CONFIG, SCHEMA
+from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 
 def bkgscore_thresholds(bkgscore, sweep):
@@ -102,7 +102,7 @@ def main(argv=None):
                              "the best, plot them all")
     parser.add_argument("--allow-missing", action="store_true",
                         help="score the images that have a prediction file and list the missing ones")
-    args, cfg = parse_config(parser, SCHEMA, argv)
+    args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     evaluate_cams(cfg, kind=args.type, sweep=args.sweep, allow_missing=args.allow_missing)
 
 

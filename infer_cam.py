@@ -25,7 +25,7 @@ from net.classifier import VWEClassifier
 from net.classifier_weights import load_checkpoint
 from wsss.cam import multiscale_cam_record
 from wsss.cam_files import CAM_SETTINGS_FILE, load_cam_file
-from wsss.schema import DEFAULT_CONFIG, SCHEMA
+from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 
 def load_model(cfg, n_classes, device, memory_format=torch.contiguous_format, verbose=True):
@@ -100,7 +100,7 @@ def infer(ctx, config_dict):
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG)
     parser.add_argument("--overwrite", action="store_true", help="redo images whose CAM file exists (cam.overwrite)")
-    args, cfg = parse_config(parser, SCHEMA, argv)
+    args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     if args.overwrite:
         cfg.cam.overwrite = True
     distributed.launch(infer, args.gpu, cfg.to_dict())

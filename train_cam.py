@@ -22,7 +22,7 @@ from engine.files import prepare_output_dir, save_text
 from engine.optim import build_sgd
 from engine.training import Trainer, TrainingFiles, mean_over_dataset
 from net.classifier import VWEClassifier, batch_losses
-from wsss.schema import DEFAULT_CONFIG, SCHEMA
+from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 # Settings that change the trained weights: a checkpoint resumes only under the same values. Paths,
 # loader workers, logging, AMP, channels_last and the number of GPUs may change between the parts.
@@ -148,7 +148,7 @@ def main(argv=None):
                             "when it exists and has the same settings)")
     group.add_argument("--restart", action="store_const", const="never", dest="resume",
                        help="train from scratch even if <exp.work_dir> holds a checkpoint (it is overwritten)")
-    args, cfg = parse_config(parser, SCHEMA, argv)
+    args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     distributed.launch(train, args.gpu, cfg.to_dict(), args.resume)
 
 

@@ -1,5 +1,6 @@
 """What every stage script shares: its command line (--config, --gpu, key=value overrides) and the config it loads."""
 import argparse
+import os
 
 from engine.config import load_config
 
@@ -17,8 +18,12 @@ def build_parser(description, default_config, gpu=True):
     return parser
 
 
-def parse_config(parser, schema, argv=None):
-    """-> (the parsed arguments, the config of --config with the overrides, checked against `schema`)."""
+def parse_config(parser, schema, argv=None, root=None):
+    """-> (the parsed arguments, the config of --config with the overrides, checked against `schema`).
+
+    root: the project's root, against which the config files' relative paths resolve (engine.config); bases
+    are also looked for in the folder of the parser's default config there."""
     # intermixed: key=value overrides may come before and after options (a=1 --sweep b=2)
     args = parser.parse_intermixed_args(argv)
-    return args, load_config(args.config, schema, args.overrides)
+    config_dir = os.path.dirname(os.path.join(root, parser.get_default("config"))) if root else None
+    return args, load_config(args.config, schema, args.overrides, root, config_dir)

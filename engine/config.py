@@ -1,9 +1,14 @@
 """One config object from a YAML file plus `key=value` overrides, shared by every stage.
 
-A file may start with `_base_: other.yaml` or `_base_: [a.yaml, b.yaml]` (paths relative to the
-file): the bases are merged in order, the file over them. `${section.key}` inside a string value
-refers to another key, after the overrides, so a derived default (a path under exp.work_dir, say)
-is written once, in a base file.
+A file may start with `_base_: other.yaml` or `_base_: [a.yaml, b.yaml]` (next to the file, else in
+the project's config folder): the bases are merged in order, the file over them. `${section.key}`
+inside a string value refers to another key, after the overrides, so a derived default (a path
+under exp.work_dir, say) is written once, in a base file.
+
+Paths: a relative path written in a config file is relative to the project's root (the repository),
+wherever the command runs; one given on the command line (key=value, --config) is relative to the
+current folder, as a shell user expects. The config file itself is looked for in the current folder,
+then in the root.
 """
 import copy
 import difflib
@@ -13,7 +18,7 @@ import re
 
 import yaml
 
-from engine.schema import ConfigError, closest_hint, validate
+from engine.schema import ConfigError, closest_hint, takes_paths, validate
 
 
 class Config:
@@ -159,13 +164,14 @@ def _missing_file_hint(path):
     return (f"; did you mean {close[0]}?" if close else "") + f" ({folder} holds {names})"
 
 
-def read_yaml(path, _including=()):
-    """A config file as a dict, merged over its `_base_` file or files (relative to this file, in order)."""
+def read_yaml(path, base_dirs=(), _including=()):
+    """A config file as a dict, merged over its `_base_` file or files (next to this file, else in the first of
+    `base_dirs` that holds them), in order."""
     if os.path.abspath(path) in _including:
         raise ConfigError(f"config file {path} names itself as a _base_, through {' -> '.join(_including)}")
     if not os.path.isfile(path):
-        named_by = f", a _base_ of {_including[-1]} (bases are found next to the file naming them)" \
-            if _including else ""
+        named_by = f", a _base_ of {_including[-1]} (looked for next to it" + \
+            "".join(f" and in {folder}" for folder in base_dirs) + ")" if _including else ""
         raise ConfigError(f"config file {path}{named_by} does not exist{_missing_file_hint(path)}")
     try:
         with open(path) as handle:
@@ -181,15 +187,46 @@ def read_yaml(path, _including=()):
         raise ConfigError(f"config file {path}: _base_ must be a file name or a list of file names, got {bases!r}")
     merged = {}
     for base in bases:
-        merged = _merge(merged, read_yaml(os.path.join(os.path.dirname(path), base),
-                                          (*_including, os.path.abspath(path))))
+        candidates = [os.path.join(os.path.dirname(path), base)] + [os.path.join(folder, base) for folder in base_dirs]
+        found = next((candidate for candidate in candidates if os.path.isfile(candidate)), candidates[0])
+        merged = _merge(merged, read_yaml(found, base_dirs, (*_including, os.path.abspath(path))))
     return _merge(merged, data)
 
 
-def load_config(path, schema, overrides=()):
+def anchor_paths(data, schema, root, prefix=""):
+    """Make the relative paths of a config file's values relative to `root` (in place): values of path keys
+    that do not start with a ${...} reference (a derived path follows the key it refers to). Nothing changes
+    when the command runs from `root`, which keeps the paths in messages short."""
+    if os.path.abspath(os.getcwd()) == os.path.abspath(root):
+        return data
+    for key, value in data.items():
+        dotted = prefix + key
+        if isinstance(value, dict):
+            anchor_paths(value, schema, root, dotted + ".")
+        elif isinstance(value, str) and dotted in schema and takes_paths(schema[dotted]) and value \
+                and not os.path.isabs(value) and not value.startswith("${"):
+            data[key] = os.path.join(os.path.abspath(root), value)
+    return data
+
+
+def locate_config(path, root):
+    """--config as given (from the current folder), else under the project's `root`."""
+    if root is None or os.path.isabs(path) or os.path.isfile(path):
+        return path
+    under_root = os.path.join(root, path)
+    return under_root if os.path.isfile(under_root) else path
+
+
+def load_config(path, schema, overrides=(), root=None, config_dir=None):
     """Read the YAML at `path` (with its bases), apply `key=value` overrides, resolve `${...}`
-    references and check every key against `schema` -> Config; one ConfigError naming every mistake."""
-    data = read_yaml(path)
+    references and check every key against `schema` -> Config; one ConfigError naming every mistake.
+
+    root: the project's root (the file's relative paths are relative to it; --config is looked for there
+    too); config_dir: where bases not found next to a file are looked for."""
+    path = locate_config(path, root)
+    data = read_yaml(path, (config_dir,) if config_dir else ())
+    if root is not None:
+        anchor_paths(data, schema, root)
     found = []
     for assignment in overrides:
         try:

@@ -76,6 +76,11 @@ class Path(Rule):
         return "a path (a string)"
 
 
+def takes_paths(rule):
+    """Whether a string value of this rule is a file or folder path."""
+    return isinstance(rule, Path) or (isinstance(rule, Either) and any(takes_paths(inner) for inner in rule.rules))
+
+
 class Choice(Rule):
     def __init__(self, *choices, nullable=False):
         super().__init__(nullable)

@@ -25,7 +25,7 @@ from engine.files import prepare_output_dir, save_image
 from wsss.cam_files import image_of_cam, load_cam_file
 from wsss.labels import label_options, pseudo_label
 from wsss.pictures import cam_picture_row, one_above_another
-from wsss.schema import DEFAULT_CONFIG, SCHEMA
+from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 DEFAULT_COUNT = 4
 
@@ -91,7 +91,7 @@ def main(argv=None):
     parser.add_argument("--crf", action="store_true", help="also show the CRF-refined label (labels.crf_params)")
     parser.add_argument("--height", type=int, default=None, help="panel height in pixels (default: the image's)")
     parser.add_argument("--out", default=None, help="one PNG with a row per image, instead of labels.picture_dir")
-    args, cfg = parse_config(parser, SCHEMA, argv)
+    args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     source = build_source(cfg)
     paths = draw_cams(cfg, source, chosen_names(cfg, source, args.names, args.count), args.crf, args.height, args.out)
     print(f"wrote {paths[0]}" if len(paths) == 1 else f"wrote {len(paths)} pictures to {cfg.labels.picture_dir}")

@@ -33,7 +33,7 @@ from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
 from wsss.cam_files import CAM_SETTINGS_FILE, image_of_cam, load_cam_file
 from wsss.evaluation import present_predictions
 from wsss.labels import label_options, overlay_labels, pseudo_label
-from wsss.schema import DEFAULT_CONFIG, SCHEMA
+from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 MANIFEST = "labels_settings.json"  # in labels.dir: what made the files there
 OVERLAY_QUALITY = 90
@@ -103,7 +103,7 @@ def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
     parser.add_argument("--crf", action="store_true", help="refine the labels with the dense CRF (labels.crf)")
     parser.add_argument("--overwrite", action="store_true", help="redo images whose label exists (labels.overwrite)")
-    args, cfg = parse_config(parser, SCHEMA, argv)
+    args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     if args.crf:
         cfg.labels.crf = True
     if args.overwrite:

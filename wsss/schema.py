@@ -6,10 +6,14 @@ code defines (net/resnet.py BACKBONES, net/pooling.py POOLS, net/classifier.py C
 engine/precision.py AMP_DTYPES, datasets SOURCES) so that loading a config does not import torch;
 tests/wsss/test_schema.py checks they agree.
 """
+import os
+
 from engine.schema import AMP, Boolean, Choice, Either, Integer, ListOf, Number, Path, Section
 from wsss.crf import CRF_PARAM_KEYS
 
 DEFAULT_CONFIG = "configs/voc.yaml"  # what the stage scripts read without --config
+# The repository: relative paths in config files are relative to it, wherever a command runs.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BKGSCORE = Number(min=0, max=1)  # CAMs are normalised to [0, 1]; the background score competes with them
 WORKERS = Integer(min=0, nullable=True)  # null: every usable core, 0: no worker processes

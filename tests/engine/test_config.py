@@ -222,10 +222,26 @@ def test_a_missing_config_file_gets_a_suggestion_and_the_folder_list():
 
 
 def test_a_missing_base_is_named_with_the_file_that_names_it(tmp_path):
-    (tmp_path / "mine.yaml").write_text("_base_: voc.yaml\n")  # copied out of configs/ without its base
-    with pytest.raises(ConfigError, match=rf"config file {tmp_path}/voc.yaml, a _base_ of .*mine.yaml "
-                                          r"\(bases are found next to the file naming them\) does not exist"):
-        load_config(str(tmp_path / "mine.yaml"))
+    (tmp_path / "mine.yaml").write_text("_base_: vco.yaml\n")
+    with pytest.raises(ConfigError, match=rf"config file {tmp_path}/vco.yaml, a _base_ of .*mine.yaml "
+                                          rf"\(looked for next to it and in {ROOT}/configs\) does not exist"):
+        load_with_schema(str(tmp_path / "mine.yaml"), SCHEMA, root=ROOT, config_dir=os.path.join(ROOT, "configs"))
+
+
+def test_a_copied_config_finds_its_bases_and_paths_in_the_repository(tmp_path, monkeypatch):
+    """Relative paths of config files are relative to the repository, wherever the command runs; those of the
+    command line to the current folder; a base not next to the file is looked for in configs/."""
+    (tmp_path / "mine.yaml").write_text("_base_: voc.yaml\ndataset:\n  root_dir: data/VOC2012\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_with_schema("mine.yaml", SCHEMA, ["exp.work_dir=runs/a"], root=ROOT,
+                           config_dir=os.path.join(ROOT, "configs"))
+    assert cfg.dataset.root_dir == os.path.join(ROOT, "data/VOC2012")  # from the file: the repository
+    assert cfg.train.split == os.path.join(ROOT, "datasets/voc/train_aug.txt")  # from the base
+    assert cfg.eval.gt_dir == os.path.join(ROOT, "data/VOC2012/SegmentationClassAug")  # derived: follows root_dir
+    assert cfg.exp.work_dir == "runs/a" and cfg.exp.checkpoint == "runs/a/checkpoints/final.pth"  # command line
+    assert load_with_schema("configs/voc.yaml", SCHEMA, root=ROOT).train.opt.lr == 0.01  # --config under the root
+    monkeypatch.chdir(ROOT)
+    assert load_with_schema("configs/voc.yaml", SCHEMA, root=ROOT).train.split == "datasets/voc/train_aug.txt"
 
 
 def test_every_mistake_of_a_file_is_reported_at_once(tmp_path):

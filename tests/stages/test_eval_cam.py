@@ -1,11 +1,14 @@
 """eval_cam.py as a user runs it: thresholds from the config or --sweep, --type png, --allow-missing, errors.
 (The evaluator itself is tested in tests/wsss/test_evaluation.py.)"""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from tests.support import assert_clean_error, assert_ok, run_stage
+from tests.support import ROOT, assert_clean_error, assert_ok, run_stage
 
 pytestmark = pytest.mark.slow
 THRESHOLDS = [0.1, 0.15, 0.25]
@@ -77,3 +80,15 @@ def test_missing_files_and_allow_missing(eval_set, tmp_path):
 ])
 def test_bad_settings(eval_set, tmp_path, args, message):
     assert_clean_error(run_eval(eval_set, tmp_path, *args), message)
+
+
+def test_runs_from_another_folder_with_a_copied_config(eval_set, tmp_path):
+    """A config copied out of configs/ finds its base there; the command-line paths are from the current folder."""
+    root, names = eval_set
+    (tmp_path / "mine.yaml").write_text("_base_: synthetic.yaml\neval:\n  num_workers: 1\n")
+    shutil.copytree(root / "cams", tmp_path / "cams")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "eval_cam.py"), "--config", "mine.yaml",
+                             f"dataset.root_dir={root / 'voc'}", "dataset.synthetic=null", "exp.cam_dir=cams",
+                             "eval.json=scores.json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "wrote scores.json" in assert_ok(result)
+    assert json.load(open(tmp_path / "scores.json"))["n_images"] == len(names)
