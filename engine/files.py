@@ -138,8 +138,8 @@ def read_manifest(path):
     except ValueError:
         manifest = None
     if not isinstance(manifest, dict):
-        raise UserError(f"{path} is not a settings manifest (a JSON object); delete it, or pass --overwrite to redo "
-                        f"the folder", every_rank=True)
+        raise UserError(f"{path} is not a settings manifest (a JSON object); delete it, or redo the folder with "
+                        f"--overwrite of the stage that writes it", every_rank=True)
     return manifest
 
 

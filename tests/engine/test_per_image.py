@@ -102,7 +102,7 @@ def test_an_interrupted_overwrite_is_not_resumed_as_if_complete(tmp_path):
 
 def test_a_manifest_that_is_not_json_is_one_error(tmp_path):
     (tmp_path / "settings.json").write_text("{not json")
-    with pytest.raises(UserError, match="settings.json is not a settings manifest.*delete it, or pass --overwrite"):
+    with pytest.raises(UserError, match="settings.json is not a settings manifest.*delete it, or redo the folder"):
         run(tmp_path)
 
 
