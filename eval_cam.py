@@ -8,7 +8,7 @@
 
 The run's score at the configured threshold goes to eval.json (eval_cam.json); a sweep (of --sweep or
 a cam.bkgscore list) to <eval.json stem>_sweep.json with its plot <stem>_sweep.png, label PNGs to
-<stem>_png.json, so that neither replaces the run's score. Images are scored in parallel worker
+eval.png_json (<stem>_png.json), so that neither replaces the run's score. Images are scored in parallel worker
 processes (eval.num_workers) that each return a summed confusion matrix per threshold, so memory
 does not grow with the number of images (wsss/evaluation.py).
 """
@@ -18,8 +18,7 @@ from datasets import build_source
 from engine.cli import build_parser, parse_config
 from engine.errors import UserError, run_main
 from engine.parallel import worker_count
-from engine.files import manifest_changes, read_manifest
-from wsss.cam_files import CAM_SETTINGS_FILE
+from wsss.cam_files import cams_of_current_images
 from wsss.evaluation import SUFFIXES, evaluate
 from wsss.metrics import sweep_grid
 from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
@@ -36,29 +35,12 @@ def bkgscore_thresholds(bkgscore, sweep):
     return sorted({float(value) for value in values})
 
 
-def check_cams_are_of_these_images(cam_dir, source, names):
-    """CAM files made from images that were since regenerated would be scored against the new ground truth:
-    refuse them. infer_cam.py records {name: image file size}; the names both know are compared."""
-    made = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE)).get("images")
-    if not isinstance(made, dict):
-        return  # CAMs made by other code (or an older version): nothing to compare
-    common = [name for name in names if name in made]
-    try:
-        changed = manifest_changes(made, source.image_signatures(common))
-    except OSError:
-        return  # the images are not there to compare with
-    if changed:
-        raise UserError(f"{len(changed)} of the CAM files in {cam_dir} were made before their images changed, e.g. "
-                        f"{', '.join(changed[:3])} (the dataset was regenerated or replaced); redo them: python "
-                        f"infer_cam.py --overwrite (or cam.overwrite=true)")
-
-
 def output_paths(cfg, kind, sweeping):
-    """(JSON, plot or None): eval.json for the run's score, <stem>_sweep.json / .png for a sweep, <stem>_png.json
-    for label PNGs, so that neither replaces the run's score."""
+    """(JSON, plot or None): eval.json for the run's score, <stem>_sweep.json / .png for a sweep, eval.png_json
+    (default <stem>_png.json) for label PNGs, so that neither replaces the run's score."""
     stem = os.path.splitext(cfg.eval.json)[0]
     if kind == "png":
-        return stem + "_png.json", None
+        return cfg.get("eval.png_json") or stem + "_png.json", None
     if sweeping:
         return stem + "_sweep.json", stem + "_sweep.png"
     return cfg.eval.json, None
@@ -84,7 +66,7 @@ def evaluate_cams(cfg, kind="cam", sweep=False, allow_missing=False):
     names = source.read_names(cfg.cam.split)
     pred_dir, what, producer = prediction_source(cfg, kind)
     if kind == "cam":
-        check_cams_are_of_these_images(pred_dir, source, names)
+        cams_of_current_images(pred_dir, source, names)
     json_path, plot_path = output_paths(cfg, kind, sweeping)
     configured = cfg.cam.bkgscore if not isinstance(cfg.cam.bkgscore, (list, tuple)) else None
     context = {"split": cfg.cam.split, "cam_dir": pred_dir if kind == "cam" else None}

@@ -38,7 +38,8 @@ def normalize(image):
     return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def _paste(image, crop_size, fill, image_top, image_left, canvas_top, canvas_left):
+def paste(image, crop_size, fill, image_top, image_left, canvas_top, canvas_left):
+    """A crop_size square canvas of `fill` holding image[image_top:, image_left:] at (canvas_top, canvas_left)."""
     height = min(crop_size, image.shape[0] - image_top)
     width = min(crop_size, image.shape[1] - image_left)
     canvas = np.full((crop_size, crop_size) + image.shape[2:], fill, dtype=image.dtype)
@@ -47,18 +48,30 @@ def _paste(image, crop_size, fill, image_top, image_left, canvas_top, canvas_lef
     return canvas
 
 
-def random_crop(image, crop_size, rng, fill=0):
-    """A random crop_size square; a side shorter than crop_size is placed at random on a `fill` canvas."""
+def crop_offsets(size, crop_size, rng):
+    """Random offsets of a crop_size square over an image of `size` (h, w) -> (image top, image left, canvas
+    top, canvas left): a side longer than crop_size is cropped at random, a shorter one placed at random."""
     offsets = []
-    for side in image.shape[:2]:
+    for side in size:
         slack = int(rng.integers(0, abs(side - crop_size) + 1))
         offsets.append((slack, 0) if side > crop_size else (0, slack))  # (image offset, canvas offset)
     (image_top, canvas_top), (image_left, canvas_left) = offsets
-    return _paste(image, crop_size, fill, image_top, image_left, canvas_top, canvas_left)
+    return image_top, image_left, canvas_top, canvas_left
+
+
+def random_crop(image, crop_size, rng, fill=0):
+    """A random crop_size square; a side shorter than crop_size is placed at random on a `fill` canvas."""
+    return paste(image, crop_size, fill, *crop_offsets(image.shape[:2], crop_size, rng))
+
+
+def random_crop_pair(image, label, crop_size, rng, image_fill=0, label_fill=255):
+    """random_crop of an image and its label map with the same offsets (canvas image_fill and label_fill)."""
+    offsets = crop_offsets(image.shape[:2], crop_size, rng)
+    return paste(image, crop_size, image_fill, *offsets), paste(label, crop_size, label_fill, *offsets)
 
 
 def top_left_crop(image, crop_size, fill=0):
-    return _paste(image, crop_size, fill, 0, 0, 0, 0)
+    return paste(image, crop_size, fill, 0, 0, 0, 0)
 
 
 def to_chw(image):

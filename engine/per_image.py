@@ -36,6 +36,7 @@ from engine.parallel import usable_cores
 from engine.signals import GracefulStop, ignore_interrupts
 
 UNFINISHED = "unfinished_overwrite"  # manifest flag while an overwrite replaces files of other settings
+IMAGES_KEY = "images"  # the settings' per-image record {name: signature}, when a stage keeps one
 PENDING_WRITES = 8  # results waiting for the writer thread, at most
 SHOWN_NOTES = 5  # unreadable outputs reported by name, per process (all of them are counted)
 CHECK_THREADS = 8  # threads reading existing outputs back (decoding and file reads release the GIL)
@@ -55,7 +56,8 @@ class PerImageOutputs:
     folders: the output folders, the first holding the manifest. outputs(name) -> [(path, read), ...]:
     the files of one image, each with a function that reads it back (raising UserError when it cannot).
     settings: what the files depend on (JSON-serialisable), recorded in `manifest`; mappings are compared
-    key by key, so a {name: signature} record checks the images both runs share. overwrite: redo every
+    key by key, so a {name: signature} record under "images" checks the images both runs share (and an
+    existing output of an image it does not list is redone: its settings are unknown). overwrite: redo every
     image (the stage's --overwrite; overwrite_key, its config key, is named in the advice too, for
     commands that only pass key=value). explain(previous, current, changed dotted keys) -> sentences
     that say what changed in words (default: "key: old -> new" for each). inputs: {settings key: what
@@ -163,11 +165,15 @@ class PerImageRunner:
                 save_json(spec.manifest_path, merged_manifest(previous, spec.settings))
 
         share = range(ctx.rank, len(names), ctx.world_size)
+        # Outputs of images the manifest's record does not list were made before the settings last changed
+        # (an overwrite over fewer images leaves the others' files): they are redone, not trusted.
+        recorded = previous.get(IMAGES_KEY) if isinstance(previous.get(IMAGES_KEY), dict) else None
         if spec.overwrite:
             states = ["new"] * len(share)
         else:
             with ThreadPoolExecutor(max_workers=min(CHECK_THREADS, usable_cores())) as pool:
-                states = list(pool.map(lambda index: _state(spec.outputs(names[index])), share))
+                states = list(pool.map(lambda index: "new" if recorded is not None and names[index] not in recorded
+                                       else _state(spec.outputs(names[index])), share))
         notes = 0
         for index, state in zip(share, states):
             if state == "done":

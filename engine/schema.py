@@ -94,18 +94,23 @@ class Choice(Rule):
 
 
 class Integer(Rule):
-    def __init__(self, min=None, nullable=False):
+    """An int; `min` an inclusive bound, `multiple_of` a number it must divide by."""
+
+    def __init__(self, min=None, nullable=False, multiple_of=None):
         super().__init__(nullable)
-        self.min = min
+        self.min, self.multiple_of = min, multiple_of
 
     def accepts_value(self, value):
-        return _is_integer(value) and (self.min is None or value >= self.min)
+        return _is_integer(value) and (self.min is None or value >= self.min) and \
+            (self.multiple_of is None or value % self.multiple_of == 0)
 
     def describe(self, plural=False):
         noun = "integers" if plural else "an integer"
         if self.min == 1:
-            return "positive integers" if plural else "a positive integer"
-        return noun if self.min is None else f"{noun} >= {self.min}"
+            noun = "positive integers" if plural else "a positive integer"
+        elif self.min is not None:
+            noun = f"{noun} >= {self.min}"
+        return noun + (f", a multiple of {self.multiple_of}" if self.multiple_of else "")
 
 
 class Number(Rule):

@@ -63,11 +63,13 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
     return moved
 
 
-def compute_gradients(model, scaler, batch, compute_losses, device, autocast_dtype):
-    """Forward and the losses under autocast, backward of their sum (scaled for fp16) -> the detached losses."""
+def compute_gradients(model, scaler, batch, compute_losses, device, autocast_dtype, loss_weights=None):
+    """Forward and the losses under autocast, backward of their sum (each times its weight in `loss_weights`,
+    1 by default; scaled for fp16) -> the detached, unweighted losses."""
     with autocast(device, autocast_dtype):
         losses = compute_losses(model, batch)
-    scaler.scale(sum(losses.values())).backward()
+    weights = loss_weights or {}
+    scaler.scale(sum(weights.get(name, 1) * loss for name, loss in losses.items())).backward()
     return {name: loss.detach() for name, loss in losses.items()}
 
 
@@ -181,9 +183,10 @@ class Trainer:
                             f"restore them, or pass --restart", every_rank=True)
         saved_fingerprint = state.get("data_fingerprint")  # absent from checkpoints older than the check
         if data_fingerprint and saved_fingerprint and saved_fingerprint != data_fingerprint:
-            raise UserError(f"the images of {self.key}.split changed since {path} was saved (the dataset was "
-                            f"regenerated or replaced); pass --restart to train on them (it overwrites that "
-                            f"checkpoint), or set another {self.work_dir_key}", every_rank=True)
+            raise UserError(f"the training data of {self.key}.split (its images, or their labels) changed since "
+                            f"{path} was saved (the dataset was regenerated or replaced); pass --restart to train "
+                            f"on them (it overwrites that checkpoint), or set another {self.work_dir_key}",
+                            every_rank=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
@@ -192,10 +195,11 @@ class Trainer:
         return state["step"]
 
     def fit(self, model, optimizer, train_set, compute_losses, resume="auto", after_step=None, end_of_epoch=None,
-            data_fingerprint=None):
+            data_fingerprint=None, loss_weights=None):
         """Train `model` (on ctx.device) on `train_set` (dict items; set_epoch(epoch) is called when it has one).
 
-        compute_losses(model, batch) -> {name: scalar tensor}, summed for backward and logged as loss_<name>;
+        compute_losses(model, batch) -> {name: scalar tensor}, summed for backward (each times its weight in
+        loss_weights, 1 by default) and logged as loss_<name> (unweighted);
         `model` is the DDP wrapper when there are several processes, the batch is on the device.
         after_step(): after each optimizer step (every rank). end_of_epoch(epoch) -> {name: float} logged and
         printed (a validation loss). resume: 'auto', 'never' (--restart) or a checkpoint path (--resume).
@@ -261,7 +265,8 @@ class Trainer:
                         batch = to_device(batch, ctx.device, self.memory_format)
                         optimizer.zero_grad(set_to_none=True)
                         losses, stopping = mean_over_processes(
-                            compute_gradients(trained, scaler, batch, compute_losses, ctx.device, self.autocast_dtype),
+                            compute_gradients(trained, scaler, batch, compute_losses, ctx.device, self.autocast_dtype,
+                                              loss_weights),
                             stop.signal_number)
                         if not all(math.isfinite(value) for value in losses.values()):
                             raise NonFiniteLoss(step + 1, losses, files.last, saved_step, self.key)

@@ -2,10 +2,13 @@
 
 NumPy only, so that the commands that read CAM files (evaluation, pictures) start without torch.
 """
+import os
+
 import numpy as np
 
 from datasets.files import read_image
 from engine.errors import UserError
+from engine.files import manifest_changes, missing_files, read_manifest
 
 CAM_SETTINGS_FILE = "cam_settings.json"  # in a CAM folder: what made the files there (infer_cam.py)
 
@@ -39,3 +42,37 @@ def image_of_cam(source, name, high_res, cam_dir):
         raise UserError(f"image {path} is {image.shape[1]}x{image.shape[0]} but its CAM in {cam_dir} is "
                         f"{high_res.shape[2]}x{high_res.shape[1]}; CAMs and images come from different datasets")
     return image
+
+
+def cams_of_current_images(cam_dir, source, names):
+    """Refuse CAM files made from images that were regenerated since: they would be scored (or refined)
+    against other images. infer_cam.py records {name: image file size}; the names both know are compared."""
+    made = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE)).get("images")
+    if not isinstance(made, dict):
+        return  # CAMs made by other code (or an older version): nothing to compare
+    common = [name for name in names if name in made]
+    try:
+        changed = manifest_changes(made, source.image_signatures(common))
+    except OSError:
+        return  # the images are not there to compare with
+    if changed:
+        raise UserError(f"{len(changed)} of the CAM files in {cam_dir} were made before their images changed, e.g. "
+                        f"{', '.join(changed[:3])} (the dataset was regenerated or replaced); redo them: python "
+                        f"infer_cam.py --overwrite (or cam.overwrite=true)")
+
+
+def cam_inputs(cam_dir, source, names, split_key, split):
+    """What a stage that reads the CAM files of `names` records of them: their folder's manifest (None for
+    CAMs made by other code, taken as they are with a note). Missing files are one error that counts them and
+    says how to make them; files of images regenerated since are refused."""
+    missing = missing_files(names, cam_dir, ".npy")
+    if missing:
+        raise UserError(f"{len(missing)} of the {len(names)} CAM files of {split_key} are missing from {cam_dir} "
+                        f"(e.g. {', '.join(missing[:3])}); make them with: python infer_cam.py cam.split={split}")
+    manifest = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE))
+    if not manifest:
+        print(f"note: {cam_dir} has no {CAM_SETTINGS_FILE} (CAMs made by other code): they are taken as they are",
+              flush=True)
+        return None
+    cams_of_current_images(cam_dir, source, names)
+    return manifest

@@ -48,26 +48,39 @@ def channel_class_ids(keys):
     return np.concatenate([[0], np.asarray(keys, dtype=np.int64) + 1])
 
 
-def crf_refine(image, probs, params):
-    """Dense CRF on (H, W, 3) uint8 `image` with (n, H, W) class probabilities -> (H, W) int64 argmax channel.
+def crf_argmax(image, unary, params):
+    """Dense CRF on the (H, W, 3) uint8 `image` with an (n, H * W) unary energy (minus log probabilities, the
+    layout of pydensecrf.utils' unary_from_*) -> (H, W) int64 label of highest marginal after inference.
 
-    params: check_crf_params's dict (kernel widths in pixels / intensity levels, compatibilities,
-    mean-field iterations).
+    params: check_crf_params's dict (a gt_prob key, if there, is not used here).
     """
     import pydensecrf.densecrf as dcrf  # imported here: only CRF runs need the compiled extension
-    from pydensecrf.utils import unary_from_softmax
 
-    n_labels, height, width = probs.shape
-    if image.shape != (height, width, 3):
-        raise ValueError(f"image {image.shape} and probabilities {probs.shape} differ in size")
+    height, width = image.shape[:2]
+    n_labels = unary.shape[0]
+    if image.shape != (height, width, 3) or unary.shape != (n_labels, height * width):
+        raise ValueError(f"image {image.shape} and unary {unary.shape} do not fit: want (H, W, 3) and (n, H * W)")
     crf = dcrf.DenseCRF2D(width, height, n_labels)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
+    crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=params["gaussian_sxy"], compat=params["gaussian_compat"])
     # pydensecrf wants writable C-contiguous buffers (np.array copies: images read by PIL are read-only).
     crf.addPairwiseBilateral(sxy=params["bilateral_sxy"], srgb=params["bilateral_srgb"],
                              rgbim=np.array(image, dtype=np.uint8, order="C"), compat=params["bilateral_compat"])
     marginals = np.asarray(crf.inference(params["iterations"]), dtype=np.float32)
     return marginals.reshape(n_labels, height, width).argmax(axis=0)
+
+
+def crf_refine(image, probs, params):
+    """Dense CRF on (H, W, 3) uint8 `image` with (n, H, W) class probabilities -> (H, W) int64 argmax channel.
+
+    params: check_crf_params's dict (kernel widths in pixels / intensity levels, compatibilities,
+    mean-field iterations).
+    """
+    from pydensecrf.utils import unary_from_softmax  # imported here: only CRF runs need the compiled extension
+
+    if image.shape[:2] != probs.shape[1:]:
+        raise ValueError(f"image {image.shape} and probabilities {probs.shape} differ in size")
+    return crf_argmax(image, unary_from_softmax(probs), params)
 
 
 def crf_label(image, high_res, keys, bkgscore, params):

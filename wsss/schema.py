@@ -93,6 +93,7 @@ SCHEMA = {
     "eval.gt_dir": Path(),
     "eval.json": Path(),
     "eval.png_dir": Path(),
+    "eval.png_json": Path(),  # where --type png writes its score
     "eval.num_workers": WORKERS,
 
     "labels": Section(),
@@ -106,4 +107,58 @@ SCHEMA = {
        for name in CRF_PARAM_KEYS},
     "labels.num_workers": WORKERS,
     "labels.overwrite": Boolean(),
+
+    # The refinement (SPEC_REFINE.md): IR labels, the inter-pixel relation network, the random walk.
+    "ir_labels": Section(),
+    "ir_labels.split": Path(),
+    "ir_labels.dir": Path(),
+    "ir_labels.conf_fg": Number(min=0, max=1),
+    "ir_labels.conf_bg": Number(min=0, max=1),
+    "ir_labels.crf_params": Section(),
+    **{f"ir_labels.crf_params.{name}": Integer(min=1) if name == "iterations" else Number(positive=True)
+       for name in CRF_PARAM_KEYS},
+    "ir_labels.crf_params.gt_prob": Number(positive=True, max=1),
+    "ir_labels.num_workers": WORKERS,
+    "ir_labels.overwrite": Boolean(),
+
+    "irn": Section(),
+    "irn.dir": Path(),  # the relation network's run: checkpoints/, train_log.jsonl, config.yaml
+    "irn.checkpoint": Path(),  # its weights: written by train_irn.py, read by infer_irn.py
+    "irn.backbone": Choice("resnet50", "resnet101"),
+    "irn.pretrained": Either(Boolean(), Path(),
+                             expected="true (ImageNet weights), false (random weights) or a path to a .pth file"),
+    "irn.backbone_from": Path(nullable=True),  # a CAM checkpoint whose backbone the IRN takes (the demo)
+    "irn.train": Section(),
+    "irn.train.split": Path(),
+    "irn.train.batch_size": Integer(min=1),
+    "irn.train.max_epochs": Integer(min=1),
+    "irn.train.crop_size": Integer(min=4, multiple_of=4),  # labels shrink to stride 4
+    "irn.train.scale_range": ListOf(Number(positive=True), length=2, ascending=True),
+    "irn.train.hflip": Boolean(),
+    "irn.train.num_workers": Integer(min=0),
+    "irn.train.seed": Integer(min=0),
+    "irn.train.deterministic": Boolean(),
+    "irn.train.amp": AMP,
+    "irn.train.channels_last": Boolean(),
+    "irn.train.save_iters": Integer(min=1),
+    "irn.train.log_interval": Integer(min=1),
+    "irn.train.tensorboard": Boolean(),
+    "irn.train.opt": Section(),
+    "irn.train.opt.lr": Number(positive=True),
+    "irn.train.opt.weight_decay": Number(min=0),
+    "irn.train.opt.momentum": Number(min=0),
+    "irn.train.opt.power": Number(min=0),
+
+    "pseudo_masks": Section(),
+    "pseudo_masks.split": Path(),
+    "pseudo_masks.dir": Path(),
+    "pseudo_masks.walk_dir": Path(nullable=True),  # the walk maps as CAM files (eval_cam.py --sweep), or null
+    "pseudo_masks.bkgscore": BKGSCORE,  # IRNet's sem_seg_bg_thres
+    "pseudo_masks.beta": Number(positive=True),
+    "pseudo_masks.exp_times": Integer(min=0),
+    "pseudo_masks.radius": Integer(min=1),
+    "pseudo_masks.num_workers": Integer(min=0),
+    "pseudo_masks.amp": AMP,
+    "pseudo_masks.eval_json": Path(),  # their score (eval_cam.py --type png, as run.sh runs it)
+    "pseudo_masks.overwrite": Boolean(),
 }

@@ -7,7 +7,8 @@ from PIL import Image
 
 from datasets import transforms as T
 from datasets.files import IGNORE_INDEX, bit_palette, save_label_png
-from datasets.segmentation import SegmentationDataset, augment_pair, random_crop_pair
+from datasets.segmentation import SegmentationDataset, augment_pair
+from datasets.transforms import random_crop_pair
 from engine.errors import UserError
 
 N_CLASSES = 20

@@ -89,6 +89,17 @@ def test_per_image_records_cover_the_images_of_every_run_and_inputs_are_named(tm
         check_manifest(upstream)
 
 
+def test_files_an_overwrite_over_fewer_images_left_behind_are_redone(tmp_path):
+    images = {name: 1 for name in NAMES}
+    run(tmp_path, settings={"scale": 2, "images": images})
+    todo, _ = run(tmp_path, names=NAMES[:2], settings={"scale": 3, "images": {"image0": 1, "image1": 1}},
+                  overwrite=True)  # e.g. CAMs of a retrained checkpoint, for a smaller split
+    assert todo == [0, 1]
+    todo, _ = run(tmp_path, settings={"scale": 3, "images": images})  # the whole split, no overwrite
+    assert todo == [2, 3, 4, 5]  # their files are of scale 2: redone, not skipped
+    assert float(np.load(tmp_path / "image5.npy")) == 15
+
+
 def test_an_interrupted_overwrite_is_not_resumed_as_if_complete(tmp_path):
     settings = {"scale": 3}
     (tmp_path / "settings.json").write_text(json.dumps({**settings, UNFINISHED: True}))

@@ -54,7 +54,8 @@ def test_changed_data_and_a_retrained_checkpoint_are_never_mixed_with_older_resu
     regenerated = overrides(tmp_path, seed=4)
     result = run_stage("train_cam.py", *regenerated)
     assert "regenerated the synthetic dataset" in result.stdout and "(seed: 3 -> 4)" in result.stdout
-    assert_clean_error(result, "the images of train.split changed since", "last.pth was saved", "--restart")
+    assert_clean_error(result, "the training data of train.split (its images, or their labels) changed since",
+                       "last.pth was saved", "--restart")
     resolved = yaml.safe_load((tmp_path / "work" / "config.yaml").read_text())  # that of the run that trained
     assert resolved["dataset"]["synthetic"]["seed"] == 3 and resolved["exp"]["work_dir"] == str(tmp_path / "work")
     assert_clean_error(run_stage("eval_cam.py", *regenerated), "were made before their images changed, e.g. 20",
