@@ -18,7 +18,7 @@ from engine import distributed
 from engine.cli import build_parser, parse_config
 from engine.config import Config
 from engine.errors import run_main
-from engine.files import save_npy
+from engine.files import file_record, save_npy
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
 from engine.precision import amp_dtype
 from net.classifier import VWEClassifier
@@ -42,11 +42,9 @@ CHECKPOINT_KEYS = ("checkpoint", "checkpoint_bytes", "checkpoint_mtime_ns")
 def cam_settings(cfg, source, names):
     """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and each image
     ({name: image file size}: compared on the names two runs share, so another split is fine)."""
-    checkpoint = os.path.abspath(cfg.exp.checkpoint)
-    stat = os.stat(checkpoint)
     amp = cfg.cam.amp if cfg.cam.amp is not False else "off"
-    return {"checkpoint": checkpoint, "checkpoint_bytes": stat.st_size, "checkpoint_mtime_ns": stat.st_mtime_ns,
-            "scales": list(cfg.cam.scales), "amp": amp, "images": source.image_signatures(names)}
+    return {**file_record(cfg.exp.checkpoint, "checkpoint"), "scales": list(cfg.cam.scales), "amp": amp,
+            "images": source.image_signatures(names)}
 
 
 def explain_changes(previous, current, changed):

@@ -56,9 +56,8 @@ def make_ir_labels(cfg):
     source.check_root()
     names = source.read_split(settings.split, "ir_labels.split")
     cam_dir, label_dir = cfg.exp.cam_dir, settings.dir
-    cams = cam_inputs(cam_dir, source, names, "ir_labels.split", settings.split)
-    recorded = {"cam_dir": os.path.abspath(cam_dir), "cam_settings": cams, "conf_fg": settings.conf_fg,
-                "conf_bg": settings.conf_bg, "crf_params": crf_params}
+    recorded = {**cam_inputs(cam_dir, source, names, "ir_labels.split", settings.split),
+                "conf_fg": settings.conf_fg, "conf_bg": settings.conf_bg, "crf_params": crf_params}
     runner = PerImageRunner(DistContext(), PerImageOutputs(
         [OutputFolder(label_dir, "ir_labels.dir", "IR labels")], MANIFEST, recorded,
         outputs=lambda name: [(os.path.join(label_dir, name + ".png"), read_label)],

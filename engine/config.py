@@ -18,7 +18,7 @@ import re
 
 import yaml
 
-from engine.schema import ConfigError, closest_hint, takes_paths, validate
+from engine.schema import ConfigError, closest_hint, mistakes, takes_paths, validate
 
 
 class Config:
@@ -233,7 +233,13 @@ def load_config(path, schema, overrides=(), root=None, config_dir=None):
             apply_override(data, assignment, schema)
         except ConfigError as error:
             found.append(str(error))
-    resolve_references(data, errors=found)
-    validate(data, schema, path, {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides},
-             found)
+    reference_errors = []
+    resolve_references(data, errors=reference_errors)
+    overridden = {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides}
+    in_values = mistakes(data, schema, path, overridden)
+    # a reference into a section the file breaks (`cam:` left empty) follows from that mistake: not said twice
+    found += [error for error in reference_errors
+              if not any(mistake.startswith(f"config key {_REFERENCE.search(error).group(1).split('.')[0]} ")
+                         for mistake in in_values)]
+    validate(data, schema, path, overridden, found)
     return Config(data)

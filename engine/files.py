@@ -143,19 +143,35 @@ def read_manifest(path):
     return manifest
 
 
+def file_record(path, key):
+    """What identifies the file an output was made from (a checkpoint): {key: its absolute path, key_bytes: its
+    size, key_mtime_ns: its modification time}. manifest_changes takes a file whose size and time are the same
+    under another path for the same file, moved or copied with its time (cp -p, mv)."""
+    stat = os.stat(path)
+    return {key: os.path.abspath(path), f"{key}_bytes": stat.st_size, f"{key}_mtime_ns": stat.st_mtime_ns}
+
+
+def _moved_file(previous, current, key):
+    return all(f"{key}_{part}" in previous and previous[f"{key}_{part}"] == current.get(f"{key}_{part}")
+               for part in ("bytes", "mtime_ns"))
+
+
 def manifest_changes(previous, current, prefix=""):
     """The dotted keys whose values differ between two settings records, compared on the keys both have.
 
     Mappings are compared the same way, key by key: a record of one entry per image ({name: signature})
     then compares the images both runs know (a run over a subset or a superset of the images is fine),
     and a record embedded from another folder's manifest tolerates keys that one version of the
-    project writes and another does not."""
+    project writes and another does not (or records in another form: a digest then, a mapping now). The
+    path of a file_record whose size and time did not change is no change (the work folder was moved)."""
     changed = []
     for key in current.keys() & previous.keys():
         old, new = previous[key], current[key]
         if isinstance(old, dict) and isinstance(new, dict):
             changed += manifest_changes(old, new, f"{prefix}{key}.")
-        elif old != new:
+        elif (isinstance(old, dict) or isinstance(new, dict)) and old is not None and new is not None:
+            continue  # one version's record and another's format of it (a digest, a mapping): not comparable
+        elif old != new and not _moved_file(previous, current, key):
             changed.append(f"{prefix}{key}")
     return sorted(changed)
 

@@ -86,7 +86,12 @@ def _value(record, dotted_key):
 
 def describe_changes(previous, current, changed):
     """The default explanation of changed settings: "key: old -> new" for each."""
-    return [f"{key}: {_value(previous, key)!r} -> {_value(current, key)!r}" for key in changed]
+    return [f"{key}: {_short(_value(previous, key))} -> {_short(_value(current, key))}" for key in changed]
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def check_manifest(spec, previous=None):

@@ -27,11 +27,10 @@ from datasets.files import read_image, read_label, save_label_png
 from engine.cli import build_parser, parse_config
 from engine.distributed import DistContext
 from engine.errors import run_main
-from engine.files import read_manifest, save_image
+from engine.files import save_image
 from engine.parallel import worker_count
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
-from wsss.cam_files import CAM_SETTINGS_FILE, image_of_cam, load_cam_file
-from wsss.evaluation import present_predictions
+from wsss.cam_files import cam_inputs, image_of_cam, load_cam_file
 from wsss.labels import label_options, overlay_labels, pseudo_label
 from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
@@ -63,13 +62,10 @@ class LabelJobs(Dataset):
         return name
 
 
-def label_settings(cam_dir, bkgscore, crf_params, overlay_dir):
-    """What the label files depend on: the CAM folder and the settings that made it (its manifest; None for CAMs
-    made by other code), bkgscore, the CRF."""
-    cams = read_manifest(os.path.join(cam_dir, CAM_SETTINGS_FILE)) or None
-    return {"cam_dir": os.path.abspath(cam_dir), "cam_settings": cams, "bkgscore": bkgscore,
-            "crf": crf_params is not None, "crf_params": crf_params,
-            "overlay_dir": os.path.abspath(overlay_dir) if overlay_dir else None}
+def label_settings(cam_record, bkgscore, crf_params, overlay_dir):
+    """What the label files depend on: the CAMs (wsss.cam_files.cam_inputs), bkgscore, the CRF."""
+    return {**cam_record, "bkgscore": bkgscore, "crf": crf_params is not None, "crf_params": crf_params,
+            "overlays": bool(overlay_dir)}
 
 
 def make_pseudo_labels(cfg):
@@ -78,7 +74,7 @@ def make_pseudo_labels(cfg):
     source = build_source(cfg)
     names = source.read_names(cfg.cam.split)
     cam_dir, label_dir, overlay_dir = cfg.exp.cam_dir, cfg.labels.dir, cfg.labels.overlay_dir
-    present_predictions(names, cam_dir, "cam", False, "CAM files", "run infer_cam.py first")
+    cam_record = cam_inputs(cam_dir, source, names, "cam.split", cfg.cam.split)
     if crf_params is not None or overlay_dir:
         source.check_root()
 
@@ -90,7 +86,7 @@ def make_pseudo_labels(cfg):
         return files + ([(os.path.join(overlay_dir, name + ".jpg"), read_image)] if overlay_dir else [])
 
     runner = PerImageRunner(DistContext(), PerImageOutputs(
-        folders, MANIFEST, label_settings(cam_dir, bkgscore, crf_params, overlay_dir), outputs,
+        folders, MANIFEST, label_settings(cam_record, bkgscore, crf_params, overlay_dir), outputs,
         overwrite=bool(cfg.labels.overwrite), overwrite_key="labels.overwrite",
         inputs={"cam_settings": f"the CAM files in {cam_dir}"}))
     runner.start(names)

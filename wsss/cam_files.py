@@ -62,9 +62,10 @@ def cams_of_current_images(cam_dir, source, names):
 
 
 def cam_inputs(cam_dir, source, names, split_key, split):
-    """What a stage that reads the CAM files of `names` records of them: their folder's manifest (None for
-    CAMs made by other code, taken as they are with a note). Missing files are one error that counts them and
-    says how to make them; files of images regenerated since are refused."""
+    """What a stage that reads the CAM files of `names` records of them in its own manifest: {"cam_settings":
+    their folder's manifest}, or for CAMs made by other code (taken as they are, with a note) {"cam_settings":
+    None, "cam_dir": the folder}. Missing files are one error that counts them and says how to make them;
+    files of images regenerated since are refused."""
     missing = missing_files(names, cam_dir, ".npy")
     if missing:
         raise UserError(f"{len(missing)} of the {len(names)} CAM files of {split_key} are missing from {cam_dir} "
@@ -73,6 +74,6 @@ def cam_inputs(cam_dir, source, names, split_key, split):
     if not manifest:
         print(f"note: {cam_dir} has no {CAM_SETTINGS_FILE} (CAMs made by other code): they are taken as they are",
               flush=True)
-        return None
+        return {"cam_settings": None, "cam_dir": os.path.abspath(cam_dir)}
     cams_of_current_images(cam_dir, source, names)
-    return manifest
+    return {"cam_settings": manifest}  # the folder's path is not recorded: moving a work folder is no change

@@ -93,7 +93,7 @@ SCHEMA = {
     "eval.gt_dir": Path(),
     "eval.json": Path(),
     "eval.png_dir": Path(),
-    "eval.png_json": Path(),  # where --type png writes its score
+    "eval.png_json": Path(nullable=True),  # where --type png writes its score (null: <eval.json stem>_png.json)
     "eval.num_workers": WORKERS,
 
     "labels": Section(),
@@ -157,6 +157,7 @@ SCHEMA = {
     "pseudo_masks.beta": Number(positive=True),
     "pseudo_masks.exp_times": Integer(min=0),
     "pseudo_masks.radius": Integer(min=1),
+    "pseudo_masks.pad_size": Integer(min=4),  # the canvas the boundary map is computed on (IRNet's 512)
     "pseudo_masks.num_workers": Integer(min=0),
     "pseudo_masks.amp": AMP,
     "pseudo_masks.eval_json": Path(),  # their score (eval_cam.py --type png, as run.sh runs it)

@@ -130,8 +130,8 @@ def test_missing_cam_files_are_one_error_line(tiny_cam_set, tmp_path):
     for name in names[:2]:
         (partial / f"{name}.npy").write_bytes((cam_dir / f"{name}.npy").read_bytes())
     result = run_tool(data, partial, tmp_path)
-    assert_clean_error(result, f"{len(names) - 2} of {len(names)} CAM files are missing from {partial}",
-                       ", ".join(names[2:5]), "infer_cam.py")
+    assert_clean_error(result, f"{len(names) - 2} of the {len(names)} CAM files of cam.split are missing from "
+                               f"{partial}", ", ".join(names[2:5]), "make them with: python infer_cam.py cam.split=")
     assert not (tmp_path / "labels").exists()
 
 
