@@ -88,6 +88,8 @@ def random_walk(x, affinities, offsets, beta=10, exp_times=8):
     neighbours, weights = transition_weights(affinities, offsets, beta)
     count, height, width = x.shape
     walked = x.to(device=weights.device, dtype=torch.float32).reshape(count, height * width).T.contiguous()
+    if count == 0:  # an image without classes: embedding_bag refuses a table of width 0
+        return walked.T.reshape(count, height, width)
     for _ in range(2 ** exp_times):
         walked = walk_step(walked, neighbours, weights)
     return walked.T.reshape(count, height, width)
