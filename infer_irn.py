@@ -15,6 +15,7 @@ background threshold in one pass. Images are split over the processes; images wh
 read back are skipped, provided pseudo_masks_settings.json shows the same network, CAMs and settings;
 --overwrite redoes every image.
 """
+import contextlib
 import math
 import os
 
@@ -81,6 +82,21 @@ def explain_changes(previous, current, changed):
                         if key in ("bkgscore", "beta", "exp_times", "radius", "pad_size", "amp")]
 
 
+@contextlib.contextmanager
+def one_thread_on_cpu(device):
+    """The walk's steps are tiny (a millisecond on a VOC map): on the CPU, threads that wait for each other at
+    every step make it several times slower than one thread (benchmarks/bench_random_walk.py)."""
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def load_model(cfg, device, verbose):
     model = IRN(pretrained=False, backbone=cfg.irn.backbone)
     load_irn_checkpoint(model, cfg.irn.checkpoint, missing_hint="train it first: python train_irn.py, or set "
@@ -128,7 +144,8 @@ def infer(ctx, config_dict):
             boundary = model.boundary_map(image, settings.pad_size).float()
         affinities = walk_affinities(boundary, settings.radius)
         seeds = walk_seeds(sample["cam"].to(ctx.device), boundary)
-        walked = random_walk(seeds, affinities, offsets, settings.beta, settings.exp_times)
+        with one_thread_on_cpu(ctx.device):
+            walked = random_walk(seeds, affinities, offsets, settings.beta, settings.exp_times)
         return normalised_walk(walked, tuple(sample["size"])).cpu().numpy()
 
     def save(sample, high_res):

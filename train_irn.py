@@ -25,7 +25,8 @@ from engine.errors import UserError, run_main
 from engine.files import missing_files, prepare_output_dir, read_manifest
 from engine.optim import build_sgd
 from engine.training import Trainer, TrainingFiles
-from net.irn import IRN, LOSS_WEIGHTS, batch_losses, load_cam_backbone
+from net.irn import IRN, LOSS_WEIGHTS, STRIDE, TRAIN_RADIUS, batch_losses, load_cam_backbone
+from net.pixel_pairs import radius_floor
 from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 # Settings that change the trained weights: a checkpoint resumes only under the same values.
@@ -36,9 +37,20 @@ IR_LABELS_MANIFEST = "ir_labels_settings.json"  # make_ir_labels.py's record of 
 LABEL_ADVICE = "make the IR labels again: python make_ir_labels.py --overwrite"
 
 
+def check_crop(crop_size):
+    """The crop's stride-4 grid must hold pairs of the training radius (a source with destinations on both
+    sides: 2 floor + 1 columns)."""
+    columns = 2 * radius_floor(TRAIN_RADIUS) + 1
+    if crop_size // STRIDE < columns:
+        raise UserError(f"irn.train.crop_size {crop_size} gives {crop_size // STRIDE} cells at stride {STRIDE}, too "
+                        f"few for pixel pairs of radius {TRAIN_RADIUS} ({columns} needed): use {STRIDE * columns} or "
+                        f"more (IRNet: 512)", every_rank=True)
+
+
 def training_set(cfg, source):
     """The images of irn.train.split with their IR labels (every label present: else one error)."""
     settings, label_dir = cfg.irn.train, cfg.ir_labels.dir
+    check_crop(settings.crop_size)
     names = source.read_split(settings.split, "irn.train.split")
     missing = missing_files(names, label_dir, ".png")
     if missing:

@@ -22,8 +22,8 @@ def overrides(root, *extra):
     return [f"dataset.root_dir={root / 'voc'}", "dataset.synthetic=null", f"exp.work_dir={root / 'work'}",
             "model.k_words=8", "train.batch_size=4", "train.max_epochs=1", "train.crop_size=48",
             "train.resize_long=[40,56]", "val.crop_size=48", "cam.scales=[1.0]", "train.tensorboard=false",
-            "irn.train.batch_size=4", "irn.train.max_epochs=2", "irn.train.crop_size=48", "irn.train.save_iters=2",
-            "irn.train.tensorboard=false", "pseudo_masks.pad_size=64", "ir_labels.num_workers=0", *extra]
+            "irn.train.batch_size=4", "irn.train.max_epochs=2", "irn.train.crop_size=80", "irn.train.save_iters=2",
+            "irn.train.tensorboard=false", "pseudo_masks.pad_size=80", "ir_labels.num_workers=0", *extra]
 
 
 def go(script, root, *extra, torchrun=0):
@@ -67,6 +67,7 @@ def test_every_stage_writes_what_the_next_reads(refined):
                        "eval.png_json=${pseudo_masks.eval_json}"))
     assert json.load(open(work / "eval_pseudo_masks.json"))["n_images"] == len(names) and "mIoU" in out
     assert_ok(go("eval_cam.py", refined, "--sweep", "exp.cam_dir=${exp.work_dir}/walk"))
+    assert_ok(go("eval_cam.py", refined))
     table = assert_ok(run("-m", "tools.scores", "--config", "configs/synthetic.yaml", *overrides(refined)))
     assert "| pseudo masks (IRN random walk) |" in table and "not scored" not in table
 
@@ -97,6 +98,8 @@ def test_mistakes_are_one_line(refined, tmp_path):
     assert_clean_error(go("train_irn.py", refined, f"ir_labels.dir={tmp_path / 'none'}", f"irn.dir={tmp_path}"),
                        "12 of the 12 IR labels of irn.train.split are missing", "python make_ir_labels.py")
     assert_clean_error(go("infer_irn.py", refined, f"irn.checkpoint={tmp_path / 'none.pth'}"), "none.pth")
+    assert_clean_error(go("train_irn.py", refined, "irn.train.crop_size=48", f"irn.dir={tmp_path}"),
+                       "irn.train.crop_size 48 gives 12 cells at stride 4", "use 76 or more")
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     assert_clean_error(go("infer_irn.py", refined, f"irn.checkpoint={tmp_path / 'junk.pth'}"), "junk.pth")
     assert_clean_error(go("infer_irn.py", refined, "irn.checkpoint=${exp.checkpoint}"), "CAM network")
@@ -106,7 +109,7 @@ def test_mistakes_are_one_line(refined, tmp_path):
     for path in (refined / "work" / "ir_labels").glob("*.png"):
         labels.joinpath(path.name).write_bytes(path.read_bytes())
     first = sorted(labels.glob("*.png"))[0]
-    label = read_label(str(first))
+    label = read_label(str(first)).copy()
     label[0, 0] = 40
     save_label_png(str(first), label)
     assert_clean_error(go("train_irn.py", refined, f"ir_labels.dir={labels}", f"irn.dir={tmp_path / 'bad'}"),
