@@ -2,6 +2,8 @@
 (one process and two give the same weights), pseudo masks by the random walk, their score, resuming and the
 mistakes a user makes on the way."""
 import json
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from datasets import synthetic
 from datasets.files import read_label, read_name_list, save_label_png
-from tests.support import assert_clean_error, assert_ok, run, stage
+from tests.support import assert_clean_error, assert_ok, run, stage, start
 from wsss.cam_files import load_cam_file
 
 pytestmark = pytest.mark.slow
@@ -114,3 +116,32 @@ def test_mistakes_are_one_line(refined, tmp_path):
     save_label_png(str(first), label)
     assert_clean_error(go("train_irn.py", refined, f"ir_labels.dir={labels}", f"irn.dir={tmp_path / 'bad'}"),
                        f"label {first} holds 40, not a class id (0..20) nor 255")
+
+
+def test_a_killed_training_resumes_to_the_same_relation_network(refined, tmp_path):
+    """SIGKILL after a resumable checkpoint, then the same command: the weights of the uninterrupted run."""
+    process = start(*stage("train_irn.py", *overrides(refined, f"irn.dir={tmp_path}", "irn.train.save_iters=1")),
+                    env=ONE_THREAD)
+    last = tmp_path / "checkpoints" / "last.pth"
+    deadline = time.time() + 300
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not (tmp_path / "checkpoints" / "final.pth").exists(), "the run finished before it could be killed"
+    saved_step = torch.load(last, weights_only=True)["step"]
+    assert f"resuming {last} at step {saved_step}" in assert_ok(go("train_irn.py", refined, f"irn.dir={tmp_path}"))
+    reference = torch.load(refined / "work" / "irn" / "checkpoints" / "final.pth", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "checkpoints" / "final.pth", weights_only=True)["model"]
+    assert all(torch.equal(resumed[key], tensor) for key, tensor in reference.items())
+
+
+def test_cams_made_by_other_code_are_taken_with_a_note(refined, tmp_path):
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    for path in (refined / "work" / "cams").glob("*.npy"):
+        cams.joinpath(path.name).write_bytes(path.read_bytes())  # no cam_settings.json: IRNet's make_cam, say
+    out = assert_ok(go("make_ir_labels.py", refined, f"exp.cam_dir={cams}", f"ir_labels.dir={tmp_path / 'ir'}"))
+    assert f"note: {cams} has no cam_settings.json (CAMs made by other code): they are taken as they are" in out
+    for path in (tmp_path / "ir").glob("*.png"):  # the same labels as from our own folder
+        assert np.array_equal(read_label(str(path)), read_label(str(refined / "work" / "ir_labels" / path.name)))
