@@ -1,4 +1,5 @@
-"""Run the paper's ablation (baseline, +HSPP, +VWE, HSPP+VWE) through run.sh and print the CAM mIoU table.
+"""Run the paper's ablation (baseline, +HSPP, +VWE, HSPP+VWE) through run.sh (its CAM stages) and print the CAM
+mIoU table.
 
     python -m tools.ablation                       # on the synthetic demo, CPU
     python -m tools.ablation --config configs/voc.yaml --gpu 0 dataset.root_dir=/data/VOC2012
@@ -31,7 +32,7 @@ def main(argv=None):
     for row_name, folder, combination in COMBINATIONS:
         work_dir = os.path.join(work_root, folder)
         score_path = os.path.join(root, work_dir, "eval_cam.json")
-        command = ["bash", "run.sh", args.config, *(["--gpu", args.gpu] if args.gpu else []),
+        command = ["bash", "run.sh", args.config, "--to", "eval_cam", *(["--gpu", args.gpu] if args.gpu else []),
                    *args.overrides, *combination, f"exp.work_dir={work_dir}", f"eval.json={score_path}"]
         print("==", " ".join(command), flush=True)
         # run.sh runs the stages with this interpreter (a virtual environment's python need not be first on PATH)

@@ -75,15 +75,39 @@ def run_sh(tmp_path, *args, cwd=ROOT):
     return result, {command[0]: command[1:] for command in ran}
 
 
+def run_sh_commands(tmp_path, *args):
+    """The commands run.sh runs, in order, each as its script (or -m module) and arguments."""
+    result, _ = run_sh(tmp_path, *args)
+    return [line[len("ran: "):].split() for line in result.stdout.splitlines() if line.startswith("ran: ")]
+
+
+def test_run_sh_runs_the_stages_in_order_or_a_range_of_them(tmp_path):
+    scripts = [command[0] if command[0] != "-m" else command[1] for command in run_sh_commands(tmp_path)]
+    assert scripts == ["train_cam.py", "infer_cam.py", "eval_cam.py", "infer_cam.py", "make_ir_labels.py",
+                       "train_irn.py", "infer_irn.py", "eval_cam.py", "tools.scores"]
+    commands = run_sh_commands(tmp_path, "--from", "ir_labels", "--to", "train_irn", "--restart", "--gpu", "1")
+    config = ["--config", "configs/synthetic.yaml"]
+    assert commands == [["infer_cam.py", *config, "--gpu", "1", "--overwrite", "cam.split=${ir_labels.split}"],
+                        ["make_ir_labels.py", *config, "--overwrite"],
+                        ["train_irn.py", *config, "--gpu", "1", "--restart"]]
+    masks = run_sh_commands(tmp_path, "--from", "eval_masks")[0]
+    assert masks[-3:] == ["png", "eval.png_dir=${pseudo_masks.dir}", "eval.png_json=${pseudo_masks.eval_json}"]
+    result, ran = run_sh(tmp_path, "--from", "nowhere")
+    assert_clean_error(result, "run.sh: unknown stage nowhere (the stages: train_cam infer_cam eval_cam")
+    result, ran = run_sh(tmp_path, "--from", "train_irn", "--to", "eval_cam")
+    assert_clean_error(result, "--from train_irn comes after --to eval_cam")
+
+
 def test_run_sh_gives_each_stage_its_own_options(tmp_path):
-    result, ran = run_sh(tmp_path, "--restart", "--sweep", "key=1", "configs/voc.yaml", "--type", "png", "--gpu", "0")
+    result, ran = run_sh(tmp_path, "--restart", "--sweep", "key=1", "configs/voc.yaml", "--type", "png", "--gpu", "0",
+                         "--to", "eval_cam")
     assert list(ran) == ["train_cam.py", "infer_cam.py", "eval_cam.py"], result.stderr
     config = ["--config", "configs/voc.yaml"]
-    assert ran["train_cam.py"] == [*config, "--restart", "--gpu", "0", "key=1"]
-    assert ran["infer_cam.py"] == [*config, "--overwrite", "--gpu", "0", "key=1"]
+    assert ran["train_cam.py"] == [*config, "--gpu", "0", "--restart", "key=1"]
+    assert ran["infer_cam.py"] == [*config, "--gpu", "0", "--overwrite", "key=1"]
     assert ran["eval_cam.py"] == [*config, "--sweep", "--type", "png", "key=1"]
     # The demo runs on the CPU unless --gpu says otherwise; a config path from another folder is found.
-    _, ran = run_sh(tmp_path, "../configs/synthetic.yaml", cwd=os.path.join(ROOT, "configs"))
+    _, ran = run_sh(tmp_path, "../configs/synthetic.yaml", "--to", "train_cam", cwd=os.path.join(ROOT, "configs"))
     assert ran["train_cam.py"] == ["--config", os.path.join(ROOT, "configs", "../configs/synthetic.yaml"),
                                    "--gpu", "cpu"]
 
