@@ -27,20 +27,16 @@ def test_changed_data_and_a_retrained_checkpoint_are_never_mixed_with_older_resu
     assert_ok(run_stage("infer_cam.py", *first))
     assert_ok(run_stage("eval_cam.py", *first))
 
-    # Another split over the same images (a subset, then more names) reuses the CAM files it shares, and so
-    # does the dataset moved to another folder: the record is per image, not per split file or path.
+    # Another split sharing images (here more names) reuses the CAM files of the shared ones, also with the
+    # dataset moved to another folder: the record is per image, not per split file or path.
     names = (tmp_path / "voc" / "train.txt").read_text().split()
-    subset, superset = tmp_path / "subset.txt", tmp_path / "superset.txt"
-    subset.write_text("\n".join(names[:2]) + "\n")
     val_names = (tmp_path / "voc" / "val.txt").read_text().split()
+    superset = tmp_path / "superset.txt"
     superset.write_text("\n".join(names + val_names) + "\n")
-    assert "(2 already done, skipped)" in assert_ok(run_stage("infer_cam.py", *first, f"cam.split={subset}"))
-    out = assert_ok(run_stage("infer_cam.py", *first, f"cam.split={superset}"))
-    assert f"wrote {len(val_names)} CAM files" in out and f"({len(names)} already done, skipped)" in out
     os.rename(tmp_path / "voc", tmp_path / "moved")
     moved = [option.replace(str(tmp_path / "voc"), str(tmp_path / "moved")) for option in first]
-    assert f"({len(names)} already done, skipped)" in assert_ok(run_stage("infer_cam.py", *moved))
-    assert_ok(run_stage("eval_cam.py", *moved, f"cam.split={superset}", "eval.json=" + str(tmp_path / "e.json")))
+    out = assert_ok(run_stage("infer_cam.py", *moved, f"cam.split={superset}"))
+    assert f"wrote {len(val_names)} CAM files" in out and f"({len(names)} already done, skipped)" in out
     os.rename(tmp_path / "moved", tmp_path / "voc")
 
     # The checkpoint is retrained (here: rewritten later): the CAMs of the old weights are not reused.
