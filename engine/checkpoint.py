@@ -43,8 +43,9 @@ def _strip_prefix(state_dict, prefix="module."):
 def read_weights(path, missing_hint="train first or set the checkpoint key"):
     """A weights file -> (state dict, the config saved with it or None).
 
-    Reads this project's checkpoints ({"model": state dict, "config": ...}) and bare state dicts (as
-    other code saves them); DataParallel's `module.` prefix is dropped. Loaded with weights_only=True.
+    Reads this project's checkpoints ({"model": state dict, "config": ...}), bare state dicts (as other
+    code saves them) and {"state_dict": state dict} (as many forks save them); DataParallel's `module.`
+    prefix is dropped. Loaded with weights_only=True.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -56,6 +57,8 @@ def read_weights(path, missing_hint="train first or set the checkpoint key"):
                         f"is it truncated or not a checkpoint?") from None
     if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
         state_dict, config = payload["model"], payload.get("config")
+    elif isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
+        state_dict, config = payload["state_dict"], None
     elif isinstance(payload, dict) and payload and all(torch.is_tensor(v) for v in payload.values()):
         state_dict, config = payload, None
     else:

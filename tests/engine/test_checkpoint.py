@@ -96,6 +96,9 @@ def test_weights_files_of_this_project_and_bare_state_dicts_read_alike(tmp_path)
     bare, no_config = read_weights(tmp_path / "bare.pth")
     assert config == {"exp": {"work_dir": "w"}} and no_config is None
     assert ours.keys() == bare.keys() == {"weight", "bias"}  # DataParallel's module. prefix dropped
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "wrapped.pth")  # as many forks save
+    wrapped, _ = read_weights(tmp_path / "wrapped.pth")
+    assert all(torch.equal(wrapped[key], value) for key, value in model.state_dict().items())
     with pytest.raises(UserError, match="does not exist; train first"):
         read_weights(tmp_path / "missing.pth", "train first")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
