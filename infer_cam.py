@@ -15,12 +15,12 @@ import torch
 from datasets import build_source
 from datasets.classification import MultiScaleDataset
 from engine import distributed
-from engine.cli import build_parser, parse_config
+from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.config import Config
 from engine.errors import run_main
 from engine.files import file_record, save_npy
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
-from engine.precision import amp_dtype
+from engine.precision import amp_dtype, amp_name
 from net.classifier import VWEClassifier
 from net.classifier_weights import load_checkpoint
 from wsss.cam import multiscale_cam_record
@@ -42,9 +42,8 @@ CHECKPOINT_KEYS = ("checkpoint", "checkpoint_bytes", "checkpoint_mtime_ns")
 def cam_settings(cfg, source, names):
     """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and each image
     ({name: image file size}: compared on the names two runs share, so another split is fine)."""
-    amp = cfg.cam.amp if cfg.cam.amp is not False else "off"
-    return {**file_record(cfg.exp.checkpoint, "checkpoint"), "scales": list(cfg.cam.scales), "amp": amp,
-            "images": source.image_signatures(names)}
+    return {**file_record(cfg.exp.checkpoint, "checkpoint"), "scales": list(cfg.cam.scales),
+            "amp": amp_name(cfg.cam.amp), "images": source.image_signatures(names)}
 
 
 def explain_changes(previous, current, changed):
@@ -56,10 +55,6 @@ def explain_changes(previous, current, changed):
         newer = current["checkpoint_mtime_ns"] > previous.get("checkpoint_mtime_ns", 0)
         sentences.append("the checkpoint was retrained after these CAMs were made" if newer
                          else "the checkpoint file was replaced after these CAMs were made")
-    images = [key.split(".", 1)[1] for key in changed if key.startswith("images.")]
-    if images:
-        sentences.append(f"{len(images)} of their images changed since, e.g. {', '.join(images[:3])} (the dataset "
-                         f"was regenerated or replaced)")
     sentences += [f"cam.{key}: {previous[key]!r} -> {current[key]!r}" for key in ("scales", "amp") if key in changed]
     return sentences
 
@@ -97,10 +92,8 @@ def infer(ctx, config_dict):
 
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG)
-    parser.add_argument("--overwrite", action="store_true", help="redo images whose CAM file exists (cam.overwrite)")
+    add_overwrite_option(parser, "cam.overwrite", "CAM file")
     args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
-    if args.overwrite:
-        cfg.cam.overwrite = True
     distributed.launch(infer, args.gpu, cfg.to_dict())
 
 

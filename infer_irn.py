@@ -27,12 +27,12 @@ from datasets import build_source
 from datasets import transforms as T
 from datasets.files import read_image, read_label, save_label_png
 from engine import distributed
-from engine.cli import build_parser, parse_config
+from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.config import Config
 from engine.errors import UserError, run_main
 from engine.files import file_record, save_npy
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
-from engine.precision import amp_dtype, autocast
+from engine.precision import amp_dtype, amp_name, autocast
 from net.irn import IRN, load_irn_checkpoint
 from net.pixel_pairs import directions, walk_affinities
 from wsss.cam_files import cam_inputs, load_cam_file
@@ -75,9 +75,6 @@ def explain_changes(previous, current, changed):
         sentences.append(f"they come from another relation network, {previous['irn_checkpoint']}")
     elif any(key.startswith("irn_checkpoint") for key in changed):
         sentences.append("the relation network was retrained after these masks were made")
-    images = [key.split(".", 1)[1] for key in changed if key.startswith("images.")]
-    if images:
-        sentences.append(f"{len(images)} of their images changed since, e.g. {', '.join(images[:3])}")
     return sentences + [f"pseudo_masks.{key}: {previous[key]!r} -> {current[key]!r}" for key in changed
                         if key in ("bkgscore", "beta", "exp_times", "radius", "pad_size", "amp")]
 
@@ -120,7 +117,7 @@ def infer(ctx, config_dict):
     recorded = {**file_record(cfg.irn.checkpoint, "irn_checkpoint"), **cams,
                 "bkgscore": settings.bkgscore, "beta": settings.beta, "exp_times": settings.exp_times,
                 "radius": settings.radius, "pad_size": settings.pad_size,
-                "amp": settings.amp if settings.amp is not False else "off",
+                "amp": amp_name(settings.amp),
                 "walk_maps": bool(walk_dir),
                 "images": source.image_signatures(names)}
 
@@ -163,11 +160,8 @@ def infer(ctx, config_dict):
 
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="redo images whose pseudo mask exists (pseudo_masks.overwrite)")
+    add_overwrite_option(parser, "pseudo_masks.overwrite", "pseudo mask")
     args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
-    if args.overwrite:
-        cfg.pseudo_masks.overwrite = True
     distributed.launch(infer, args.gpu, cfg.to_dict())
 
 

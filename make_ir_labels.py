@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from datasets import build_source
 from datasets.files import read_label, save_label_png
-from engine.cli import build_parser, parse_config
+from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.distributed import DistContext
 from engine.errors import run_main
 from engine.parallel import worker_count
@@ -71,11 +71,8 @@ def make_ir_labels(cfg):
 
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
-    parser.add_argument("--overwrite", action="store_true", help="redo images whose IR label exists "
-                                                                  "(ir_labels.overwrite)")
-    args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
-    if args.overwrite:
-        cfg.ir_labels.overwrite = True
+    add_overwrite_option(parser, "ir_labels.overwrite", "IR label")
+    _, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     make_ir_labels(cfg)
 
 

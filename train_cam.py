@@ -15,10 +15,10 @@ from datasets import build_source
 from datasets.classification import ClassificationDataset
 from datasets.files import undecodable_images
 from engine import distributed
-from engine.cli import build_parser, parse_config
+from engine.cli import add_resume_options, build_parser, parse_config
 from engine.config import Config
 from engine.errors import UserError, run_main
-from engine.files import prepare_output_dir, save_text
+from engine.files import save_text
 from engine.optim import build_sgd
 from engine.training import Trainer, TrainingFiles, mean_over_dataset
 from net.classifier import VWEClassifier, batch_losses
@@ -114,12 +114,9 @@ def train(ctx, config_dict, resume="auto"):
     source.check_root()
     splits = read_splits(cfg, source)
     undecodable_list = os.path.join(work_dir, UNDECODABLE_LIST)
-    if ctx.is_main:  # fail now, not after hours, when the outputs cannot be written
-        for folder, key in ((work_dir, "exp.work_dir"), (os.path.join(work_dir, "checkpoints"), "exp.work_dir"),
-                            (os.path.dirname(os.path.abspath(cfg.exp.checkpoint)), "exp.checkpoint")):
-            prepare_output_dir(folder, key)
-        if os.path.exists(undecodable_list):
-            os.remove(undecodable_list)  # of an earlier run; this run writes its own
+    trainer.check_outputs("exp.checkpoint")
+    if ctx.is_main and os.path.exists(undecodable_list):
+        os.remove(undecodable_list)  # of an earlier run; this run writes its own
     left_out = []
     if cfg.get("dataset.skip_undecodable"):
         splits, left_out = leave_out_undecodable(cfg, source, splits, ctx)
@@ -142,12 +139,7 @@ def train(ctx, config_dict, resume="auto"):
 
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", metavar="PATH", default="auto",
-                       help="continue from this checkpoint (default: <exp.work_dir>/checkpoints/last.pth "
-                            "when it exists and has the same settings)")
-    group.add_argument("--restart", action="store_const", const="never", dest="resume",
-                       help="train from scratch even if <exp.work_dir> holds a checkpoint (it is overwritten)")
+    add_resume_options(parser, "exp.work_dir")
     args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     distributed.launch(train, args.gpu, cfg.to_dict(), args.resume)
 

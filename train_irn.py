@@ -19,10 +19,10 @@ import os
 from datasets import build_source
 from datasets.segmentation import SegmentationDataset
 from engine import distributed
-from engine.cli import build_parser, parse_config
+from engine.cli import add_resume_options, build_parser, parse_config
 from engine.config import Config
 from engine.errors import UserError, run_main
-from engine.files import missing_files, prepare_output_dir, read_manifest
+from engine.files import missing_files, read_manifest
 from engine.optim import build_sgd
 from engine.training import Trainer, TrainingFiles
 from net.irn import IRN, LOSS_WEIGHTS, STRIDE, TRAIN_RADIUS, batch_losses, load_cam_backbone
@@ -91,10 +91,7 @@ def train(ctx, config_dict, resume="auto"):
     source = build_source(cfg)
     source.check_root()
     train_set = training_set(cfg, source)
-    if ctx.is_main:  # fail now, not after hours, when the outputs cannot be written
-        for folder, key in ((os.path.join(run_dir, "checkpoints"), "irn.dir"),
-                            (os.path.dirname(os.path.abspath(cfg.irn.checkpoint)), "irn.checkpoint")):
-            prepare_output_dir(folder, key)
+    trainer.check_outputs("irn.checkpoint")
     model = build_model(cfg, ctx.is_main).to(ctx.device)
     opt = cfg.irn.train.opt
     optimizer = build_sgd(model.param_groups(), opt.lr, opt.weight_decay, opt.momentum)
@@ -105,12 +102,7 @@ def train(ctx, config_dict, resume="auto"):
 
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG)
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", metavar="PATH", default="auto",
-                       help="continue from this checkpoint (default: <irn.dir>/checkpoints/last.pth when it exists "
-                            "and has the same settings)")
-    group.add_argument("--restart", action="store_const", const="never", dest="resume",
-                       help="train from scratch even if <irn.dir> holds a checkpoint (it is overwritten)")
+    add_resume_options(parser, "irn.dir")
     args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     distributed.launch(train, args.gpu, cfg.to_dict(), args.resume)
 

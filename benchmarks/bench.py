@@ -9,14 +9,10 @@ process, so its peak memory is its own: CUDA's max_memory_allocated on a GPU, th
 set size on the CPU. Speedups are ratios of medians measured in the same run of this script.
 """
 import argparse
-import json
 import os
-import resource
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 if __name__ == "__main__" and not __package__:
     print("error: run the benchmark from the repository root as a module: "
@@ -24,6 +20,8 @@ if __name__ == "__main__" and not __package__:
     sys.exit(2)
 
 import torch
+
+from benchmarks.measure import in_fresh_process, peak_rss_mb, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +52,7 @@ def build_net(device, channels_last):
 def peak_memory_mb(device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # kB on Linux
+    return peak_rss_mb()
 
 
 def synchronize(device):
@@ -221,8 +219,7 @@ def main(argv=None):
     started = time.perf_counter()
     for phase in phases:
         for mode in MODES:
-            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-                row = pool.submit(run_one, phase, str(device), setting, mode, args.threads).result()
+            row = in_fresh_process(run_one, phase, str(device), setting, mode, args.threads)
             results["measurements"].append({"phase": phase, "mode": mode, **row})
             print(f"  {phase} {mode}: {row['images_per_s']:.2f} images/s", flush=True)
     results["wall_s"] = time.perf_counter() - started
@@ -235,11 +232,7 @@ def main(argv=None):
     print(format_table(results))
     if "train" in phases and device.type == "cuda":
         print(f"(IRNet's train_cam: about {IRNET_TRAIN_IMAGES_PER_S} images/s on one GPU of its time)")
-    print(json.dumps(results))
-    if args.json:
-        from engine.files import save_json
-
-        save_json(args.json, results)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 if __name__ == "__main__" and not __package__:
     print("error: run the benchmark from the repository root as a module: "
@@ -39,6 +36,8 @@ if __name__ == "__main__" and not __package__:
     sys.exit(2)
 
 import numpy as np
+
+from benchmarks.measure import in_fresh_process, peak_rss_mb, report
 
 IMAGE_SIZE = (375, 500)  # VOC's most common size, (H, W)
 SCALES = (1.0, 0.5, 1.5, 2.0)
@@ -207,10 +206,6 @@ def authors_evaluation(names, cam_dir, gt_dir, bkgscore):
 # ---------------------------------------------------------------------------------------------
 # Measurements
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10  # kB on Linux
-
-
 class ChildPeakMemory:
     """The largest peak resident memory (VmHWM, Linux /proc) among this process's children, sampled every
     `interval` seconds while the block runs: the memory of one evaluation worker. (RUSAGE_CHILDREN would
@@ -271,13 +266,6 @@ def run_one(method, data_dir, n_images):
     return {"seconds": seconds, "images_per_s": n_images / seconds, "n_thresholds": len(thresholds),
             "miou_at_0.14": scores(confusion)["miou"], "confusion_at_0.14": confusion.tolist(),
             "peak_rss_mb": peak_rss_mb(), "peak_rss_worker_mb": workers.peak_mb}
-
-
-def in_fresh_process(function, *args):
-    """function(*args) in a new spawned process, so that its peak memory is its own (this process stays
-    small and imports no torch: Linux carries a process's peak RSS over into what it runs next)."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 def summarize(method, count, repeats):
@@ -365,11 +353,7 @@ def main(argv=None):
           f"{authors['peak_rss_mb']:.0f} MB, ours {rows[('ours', few)]['peak_rss_mb']:.0f} -> "
           f"{ours['peak_rss_mb']:.0f} MB (each worker {rows[('ours', few)]['peak_rss_worker_mb']:.0f} -> "
           f"{ours['peak_rss_worker_mb']:.0f} MB)")
-    print(json.dumps(results))
-    if args.json:
-        from engine.files import save_json
-
-        save_json(args.json, results)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

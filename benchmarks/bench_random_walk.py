@@ -24,28 +24,21 @@ difference (the maps are on the scale of the CAMs, max about 1) and the share of
 (walk_to_label, background threshold 0.25) is the same.
 """
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 if __name__ == "__main__" and not __package__:
     print("error: run the benchmark from the repository root as a module: "
           "python -m benchmarks.bench_random_walk ...", file=sys.stderr)
     sys.exit(2)
 
+from benchmarks.measure import in_fresh_process, peak_rss_mb, report
+
 RADIUS = 5  # IRNet's inference radius: 34 directions, 69 neighbours per pixel
 BG_THRESHOLD = 0.25  # IRNet's sem_seg_bg, for the label comparison
-
-
-def vm_hwm_mb():
-    """This process's peak resident memory so far (Linux /proc), in MB."""
-    with open("/proc/self/status") as handle:
-        return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:")) / 2 ** 10
 
 
 def scene(map_size, classes, seed):
@@ -82,22 +75,16 @@ def run_method(method, map_size, classes, beta, exp_times, repeats, seed):
         walk(small_seeds, walk_affinities(small_boundary, RADIUS), offsets, beta, exp_times)  # warm-up
         boundary, seeds = scene(map_size, classes, seed)
         affinities = walk_affinities(boundary, RADIUS)
-        before_mb = vm_hwm_mb()
+        before_mb = peak_rss_mb()
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
             walked = walk(seeds, affinities, offsets, beta, exp_times)
             times.append(time.perf_counter() - started)
-    peak_mb = vm_hwm_mb()
+    peak_mb = peak_rss_mb()
     return {"method": method, "threads": threads, "seconds_all": times, "seconds": statistics.median(times),
             "peak_mb": peak_mb, "before_mb": before_mb, "walk_mb": peak_mb - before_mb,
             "walked": walked.numpy()}
-
-
-def in_fresh_process(function, *args):
-    """function(*args) in a new spawned process, so that its peak memory is its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
 
 
 def compare(dense, ours, image_size):
@@ -183,11 +170,7 @@ def main(argv=None):
           f"{rows['dense']['walk_mb']:.0f} MB, ours {rows['ours']['walk_mb']:.0f} MB; "
           f"max |dense - ours| = {results['max_abs_diff']:.2e} ({results['max_diff_of_max']:.2e} of the max); "
           f"same label on {100 * results['same_label_share']:.3f}% of the pixels")
-    print(json.dumps(results))
-    if args.json:
-        from engine.files import save_json
-
-        save_json(args.json, results)
+    report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import re
 
 import yaml
 
-from engine.schema import ConfigError, closest_hint, mistakes, takes_paths, validate
+from engine.schema import ConfigError, closest_hint, takes_paths, validate
 
 
 class Config:
@@ -101,11 +101,17 @@ def apply_override(data, assignment, schema):
 _REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 
 
+class _BadReference(ConfigError):
+    def __init__(self, message, reference):
+        super().__init__(message)
+        self.reference = reference  # the dotted key it names
+
+
 def _lookup(data, dotted):
     node = data
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"config reference ${{{dotted}}} names no key{_closest_hint(dotted, data)}")
+            raise _BadReference(f"config reference ${{{dotted}}} names no key{_closest_hint(dotted, data)}", dotted)
         node = node[part]
     return node
 
@@ -124,8 +130,8 @@ def _resolve_string(data, text):
 
 def resolve_references(data, node=None, errors=None, prefix=""):
     """Replace `${section.key}` inside string values by that key's value (after overrides), in place. A
-    reference that names no key raises a ConfigError, or adds its message to the list `errors` when given
-    (once, however many keys use it)."""
+    reference that names no key raises a ConfigError, or, when `errors` is given (a dict), is recorded there
+    as {the key it names: message}, once however many keys use it."""
     for key, value in (data if node is None else node).items():
         if isinstance(value, dict):
             resolve_references(data, value, errors, f"{prefix}{key}.")
@@ -135,8 +141,7 @@ def resolve_references(data, node=None, errors=None, prefix=""):
             except ConfigError as error:
                 if errors is None:
                     raise
-                if not any(str(error) in message for message in errors):
-                    errors.append(f"{error} (in {prefix}{key}: {value})")
+                errors.setdefault(getattr(error, "reference", value), f"{error} (in {prefix}{key}: {value})")
     return data
 
 
@@ -217,6 +222,13 @@ def locate_config(path, root):
     return under_root if os.path.isfile(under_root) else path
 
 
+def _in_broken_section(data, reference):
+    """Whether a reference points into a section that is not a mapping (`cam:` left empty): the schema names
+    that mistake, so the reference's own error would say it twice."""
+    section = reference.split(".")[0]
+    return section in data and not isinstance(data[section], dict)
+
+
 def load_config(path, schema, overrides=(), root=None, config_dir=None):
     """Read the YAML at `path` (with its bases), apply `key=value` overrides, resolve `${...}`
     references and check every key against `schema` -> Config; one ConfigError naming every mistake.
@@ -233,13 +245,9 @@ def load_config(path, schema, overrides=(), root=None, config_dir=None):
             apply_override(data, assignment, schema)
         except ConfigError as error:
             found.append(str(error))
-    reference_errors = []
+    reference_errors = {}
     resolve_references(data, errors=reference_errors)
-    overridden = {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides}
-    in_values = mistakes(data, schema, path, overridden)
-    # a reference into a section the file breaks (`cam:` left empty) follows from that mistake: not said twice
-    found += [error for error in reference_errors
-              if not any(mistake.startswith(f"config key {_REFERENCE.search(error).group(1).split('.')[0]} ")
-                         for mistake in in_values)]
-    validate(data, schema, path, overridden, found)
+    found += [message for reference, message in reference_errors.items() if not _in_broken_section(data, reference)]
+    validate(data, schema, path, {assignment.split("=", 1)[0].strip(): assignment for assignment in overrides},
+             found)
     return Config(data)

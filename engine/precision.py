@@ -6,10 +6,14 @@ from engine.errors import UserError
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def amp_name(value):
+    """An amp value as its name: YAML reads a bare `off` as false."""
+    return "off" if value is False else value
+
+
 def amp_dtype(value, key):
     """The autocast dtype a train.amp / cam.amp value names (None: full precision)."""
-    if value is False:  # YAML reads a bare `off` as false
-        value = "off"
+    value = amp_name(value)
     if value not in AMP_DTYPES:
         raise UserError(f"{key}={value!r}: choose one of {', '.join(AMP_DTYPES)}")
     return AMP_DTYPES[value]

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from engine import distributed
 from engine.checkpoint import resume_state, rng_state, save_checkpoint, save_training_state, set_rng_state
 from engine.errors import UserError
-from engine.files import save_text
+from engine.files import prepare_output_dir, save_text
 from engine.optim import set_poly_lr
 from engine.precision import amp_dtype, autocast
 from engine.sampler import GlobalBatchSampler
@@ -173,6 +173,16 @@ class Trainer:
         self.autocast_dtype = amp_dtype(settings.amp, f"{key}.amp")
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         configure_determinism(settings.seed, settings.deterministic)
+
+    def check_outputs(self, final_key):
+        """Check, on the main process, that the run's files can be written (the folders of the log and the
+        resumable checkpoint: work_dir_key; of the final weights: final_key), so that a run fails now, not
+        after hours; clears a killed run's temporary files there."""
+        if not self.ctx.is_main:
+            return
+        files = self.files
+        for path, key in ((files.log, self.work_dir_key), (files.last, self.work_dir_key), (files.final, final_key)):
+            prepare_output_dir(os.path.dirname(os.path.abspath(path)), key)
 
     def _restore(self, state, path, model, optimizer, scaler, n_images, data_fingerprint):
         """Load a resumable checkpoint into the live objects -> the step it was saved at."""

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from datasets import build_source
 from datasets.files import read_image, read_label, save_label_png
-from engine.cli import build_parser, parse_config
+from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.distributed import DistContext
 from engine.errors import run_main
 from engine.files import save_image
@@ -98,12 +98,10 @@ def make_pseudo_labels(cfg):
 def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
     parser.add_argument("--crf", action="store_true", help="refine the labels with the dense CRF (labels.crf)")
-    parser.add_argument("--overwrite", action="store_true", help="redo images whose label exists (labels.overwrite)")
+    add_overwrite_option(parser, "labels.overwrite", "label")
     args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
     if args.crf:
         cfg.labels.crf = True
-    if args.overwrite:
-        cfg.labels.overwrite = True
     make_pseudo_labels(cfg)
 
 

@@ -13,22 +13,24 @@ CRF_PARAM_KEYS = ("gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral
                   "iterations")
 
 
-def check_crf_params(params, key="labels.crf_params"):
-    """The CRF parameters as a plain dict of positive numbers (iterations an int); UserError naming the key if not."""
+def check_crf_params(params, key="labels.crf_params", extra_keys=()):
+    """The CRF parameters as a plain dict of positive numbers (iterations an int); UserError naming the key if not.
+    extra_keys: further keys the mapping must hold (checked by the caller), returned as given."""
+    names = CRF_PARAM_KEYS + tuple(extra_keys)
     if not isinstance(params, dict):
-        raise UserError(f"{key} must be a mapping with keys {', '.join(CRF_PARAM_KEYS)}; got {params!r}")
-    unknown = sorted(set(params) - set(CRF_PARAM_KEYS))
-    missing = [name for name in CRF_PARAM_KEYS if name not in params]
+        raise UserError(f"{key} must be a mapping with keys {', '.join(names)}; got {params!r}")
+    unknown = sorted(set(params) - set(names))
+    missing = [name for name in names if name not in params]
     if unknown or missing:
         raise UserError(f"{key} has " + (f"unknown keys {', '.join(unknown)}" if unknown else
-                                          f"no {', '.join(missing)}") + f"; it takes {', '.join(CRF_PARAM_KEYS)}")
+                                          f"no {', '.join(missing)}") + f"; it takes {', '.join(names)}")
     for name in CRF_PARAM_KEYS:
         value = params[name]
         whole = name != "iterations" or isinstance(value, int)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or not whole:
             kind = "a positive integer" if name == "iterations" else "a positive number"
             raise UserError(f"{key}.{name} must be {kind}, got {value!r}")
-    return {name: params[name] for name in CRF_PARAM_KEYS}
+    return {name: params[name] for name in names}
 
 
 def cam_softmax(high_res, bkgscore):

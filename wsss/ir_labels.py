@@ -11,9 +11,8 @@ import numpy as np
 
 from datasets.files import IGNORE_INDEX
 from engine.errors import UserError
-from wsss.crf import CRF_PARAM_KEYS, channel_class_ids, check_crf_params, crf_argmax
+from wsss.crf import channel_class_ids, check_crf_params, crf_argmax
 
-IR_CRF_PARAM_KEYS = CRF_PARAM_KEYS + ("gt_prob",)
 # IRNet's settings: its confidence thresholds and the CRF of its hard-label refinement.
 CONF_FG = 0.30
 CONF_BG = 0.05
@@ -24,17 +23,10 @@ IR_CRF_PARAMS = {"gaussian_sxy": 3, "gaussian_compat": 3, "bilateral_sxy": 50, "
 def check_ir_crf_params(params, key="ir_labels.crf_params"):
     """The IR-label CRF parameters: check_crf_params's keys plus gt_prob in (0, 1) (the probability the
     unary gives each pixel's hard label); a plain dict, or UserError naming the key."""
-    if not isinstance(params, dict):
-        raise UserError(f"{key} must be a mapping with keys {', '.join(IR_CRF_PARAM_KEYS)}; got {params!r}")
-    unknown = sorted(set(params) - set(IR_CRF_PARAM_KEYS))
-    missing = [name for name in IR_CRF_PARAM_KEYS if name not in params]
-    if unknown or missing:
-        raise UserError(f"{key} has " + (f"unknown keys {', '.join(unknown)}" if unknown else
-                                          f"no {', '.join(missing)}") + f"; it takes {', '.join(IR_CRF_PARAM_KEYS)}")
-    gt_prob = params["gt_prob"]
+    checked = check_crf_params(params, key, extra_keys=("gt_prob",))
+    gt_prob = checked["gt_prob"]
     if isinstance(gt_prob, bool) or not isinstance(gt_prob, (int, float)) or not 0 < gt_prob < 1:
         raise UserError(f"{key}.gt_prob must be a number between 0 and 1 (exclusive), got {gt_prob!r}")
-    checked = check_crf_params({name: params[name] for name in CRF_PARAM_KEYS}, key)
     return {**checked, "gt_prob": float(gt_prob)}
 
 

@@ -17,6 +17,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BKGSCORE = Number(min=0, max=1)  # CAMs are normalised to [0, 1]; the background score competes with them
 WORKERS = Integer(min=0, nullable=True)  # null: every usable core, 0: no worker processes
+PRETRAINED = Either(Boolean(), Path(),
+                    expected="true (ImageNet weights), false (random weights) or a path to a .pth file")
+
+
+def trainer_rules(section):
+    """The keys engine.training.Trainer reads from a training section (train, irn.train, ...): the global
+    batch, epochs, loader, seed, precision, checkpoints, logging and the SGD settings."""
+    rules = {
+        "batch_size": Integer(min=1),
+        "max_epochs": Integer(min=1),
+        "num_workers": Integer(min=0),
+        "seed": Integer(min=0),  # numpy generators refuse negative seeds
+        "deterministic": Boolean(),
+        "amp": AMP,
+        "channels_last": Boolean(),
+        "save_iters": Integer(min=1),  # the training loop saves when step % save_iters == 0
+        "log_interval": Integer(min=1),
+        "tensorboard": Boolean(),
+        "opt": Section(),
+        "opt.lr": Number(positive=True),
+        "opt.weight_decay": Number(min=0),
+        "opt.momentum": Number(min=0),
+        "opt.power": Number(min=0),
+    }
+    return {f"{section}.{name}": rule for name, rule in rules.items()}
+
 
 SCHEMA = {
     "exp": Section(),
@@ -41,8 +67,7 @@ SCHEMA = {
 
     "model": Section(),
     "model.backbone": Choice("resnet50", "resnet101"),
-    "model.pretrained": Either(Boolean(), Path(),
-                               expected="true (ImageNet weights), false (random weights) or a path to a .pth file"),
+    "model.pretrained": PRETRAINED,
     "model.vwe": Boolean(),
     "model.k_words": Integer(min=1),
     "model.codebook": Choice("learned", "memory_bank"),
@@ -55,26 +80,12 @@ SCHEMA = {
     "model.freeze_bn": Boolean(),
 
     "train": Section(),
+    **trainer_rules("train"),
     "train.split": Path(),
-    "train.batch_size": Integer(min=1),
-    "train.max_epochs": Integer(min=1),
     "train.crop_size": Integer(min=1),
     "train.resize_long": ListOf(Integer(min=1), length=2, ascending=True, nullable=True),
     "train.hflip": Boolean(),
-    "train.num_workers": Integer(min=0),
-    "train.seed": Integer(min=0),  # numpy generators refuse negative seeds
-    "train.deterministic": Boolean(),
-    "train.amp": AMP,
-    "train.channels_last": Boolean(),
-    "train.save_iters": Integer(min=1),  # the training loop saves when step % save_iters == 0
-    "train.log_interval": Integer(min=1),
-    "train.tensorboard": Boolean(),
-    "train.opt": Section(),
-    "train.opt.lr": Number(positive=True),
     "train.opt.new_layers_lr_mult": Number(positive=True),
-    "train.opt.weight_decay": Number(min=0),
-    "train.opt.momentum": Number(min=0),
-    "train.opt.power": Number(min=0),
 
     "val": Section(),
     "val.split": Path(),
@@ -125,29 +136,14 @@ SCHEMA = {
     "irn.dir": Path(),  # the relation network's run: checkpoints/, train_log.jsonl, config.yaml
     "irn.checkpoint": Path(),  # its weights: written by train_irn.py, read by infer_irn.py
     "irn.backbone": Choice("resnet50", "resnet101"),
-    "irn.pretrained": Either(Boolean(), Path(),
-                             expected="true (ImageNet weights), false (random weights) or a path to a .pth file"),
+    "irn.pretrained": PRETRAINED,
     "irn.backbone_from": Path(nullable=True),  # a CAM checkpoint whose backbone the IRN takes (the demo)
     "irn.train": Section(),
+    **trainer_rules("irn.train"),
     "irn.train.split": Path(),
-    "irn.train.batch_size": Integer(min=1),
-    "irn.train.max_epochs": Integer(min=1),
     "irn.train.crop_size": Integer(min=4, multiple_of=4),  # labels shrink to stride 4
     "irn.train.scale_range": ListOf(Number(positive=True), length=2, ascending=True),
     "irn.train.hflip": Boolean(),
-    "irn.train.num_workers": Integer(min=0),
-    "irn.train.seed": Integer(min=0),
-    "irn.train.deterministic": Boolean(),
-    "irn.train.amp": AMP,
-    "irn.train.channels_last": Boolean(),
-    "irn.train.save_iters": Integer(min=1),
-    "irn.train.log_interval": Integer(min=1),
-    "irn.train.tensorboard": Boolean(),
-    "irn.train.opt": Section(),
-    "irn.train.opt.lr": Number(positive=True),
-    "irn.train.opt.weight_decay": Number(min=0),
-    "irn.train.opt.momentum": Number(min=0),
-    "irn.train.opt.power": Number(min=0),
 
     "pseudo_masks": Section(),
     "pseudo_masks.split": Path(),

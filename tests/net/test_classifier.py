@@ -8,6 +8,7 @@ from net.classifier import VWEClassifier as Net
 from net.classifier import batch_losses, vwe_losses
 from net.classifier_weights import load_checkpoint
 from net.resnet import FixedBatchNorm2d
+from tests.net.wrappers import CountingWrapper
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +86,7 @@ def test_param_groups_split_backbone_and_new_layers(net):
 
 
 def test_batch_losses_run_the_forward_through_the_wrapper(net):
-    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside
-        def __init__(self, module):
-            super().__init__()
-            self.module, self.calls = module, 0
-
-        def forward(self, images):
-            self.calls += 1
-            return self.module(images)
-
-    wrapper = Wrapper(net)
+    wrapper = CountingWrapper(net)
     losses = batch_losses(wrapper, {"img": torch.randn(2, 3, 48, 48), "label": torch.eye(20)[:2]})
     assert wrapper.calls == 1 and set(losses) == {"cls", "hist", "word"}
 

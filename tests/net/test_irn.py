@@ -16,6 +16,7 @@ from net.classifier import VWEClassifier
 from net.irn import (IRN, LOSS_WEIGHTS, PAD_SIZE, affinity_losses_from_logits, batch_losses, load_cam_backbone,
                      load_irn_checkpoint)
 from net.pixel_pairs import affinity_loss, pair_targets, shrink_labels
+from tests.net.wrappers import CountingWrapper
 
 SEED = 20190615
 
@@ -191,16 +192,7 @@ def test_labels_shrink_as_irnet_shrinks_them(irn):
 
 
 def test_batch_losses_run_the_forward_through_the_wrapper(irn):
-    class Wrapper(torch.nn.Module):  # what DistributedDataParallel looks like from outside
-        def __init__(self, module):
-            super().__init__()
-            self.module, self.calls = module, 0
-
-        def forward(self, images):
-            self.calls += 1
-            return self.module(images)
-
-    wrapper = Wrapper(irn)
+    wrapper = CountingWrapper(irn)
     batch = {"img": torch.randn(1, 3, 96, 96), "label": _ir_labels(1, 96)}
     losses = batch_losses(wrapper, batch)
     assert wrapper.calls == 1 and set(losses) == {"bg_pos", "fg_pos", "neg"}
