@@ -19,7 +19,7 @@ from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.config import Config
 from engine.errors import run_main
 from engine.files import file_record, save_npy
-from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner
+from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner, image_changes
 from engine.precision import amp_dtype, amp_name
 from net.classifier import VWEClassifier
 from net.classifier_weights import load_checkpoint
@@ -55,6 +55,7 @@ def explain_changes(previous, current, changed):
         newer = current["checkpoint_mtime_ns"] > previous.get("checkpoint_mtime_ns", 0)
         sentences.append("the checkpoint was retrained after these CAMs were made" if newer
                          else "the checkpoint file was replaced after these CAMs were made")
+    sentences += image_changes(changed)
     sentences += [f"cam.{key}: {previous[key]!r} -> {current[key]!r}" for key in ("scales", "amp") if key in changed]
     return sentences
 

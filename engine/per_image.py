@@ -60,8 +60,8 @@ class PerImageOutputs:
     existing output of an image it does not list is redone: its settings are unknown). overwrite: redo every
     image (the stage's --overwrite; overwrite_key, its config key, is named in the advice too, for
     commands that only pass key=value). explain(previous, current, changed dotted keys) -> sentences
-    that say what changed in words (default: "key: old -> new" for each; changed images are said by the
-    runner). inputs: {settings key: what
+    that say what changed in words (default: "key: old -> new" for each; image_changes says the per-image
+    record's). inputs: {settings key: what
     it records}, for settings that embed the manifest of an input folder (e.g. {"cam_settings": "the CAM
     files in work/cams"}); a change there is said as "<what> were remade since".
     """
@@ -95,6 +95,15 @@ def _short(value, limit=60):
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def image_changes(changed):
+    """The sentence an explain function gives for changed entries of the per-image record (IMAGES_KEY), if any."""
+    images = [name.split(".", 1)[1] for name in changed if name.startswith(IMAGES_KEY + ".")]
+    if not images:
+        return []
+    return [f"{len(images)} of their images changed since, e.g. {', '.join(images[:3])} (the dataset was "
+            f"regenerated or replaced)"]
+
+
 def check_manifest(spec, previous=None):
     """Whether this run may write into spec's folders, given the `previous` manifest (read when None) -> True
     when it replaces files of other settings (an overwrite), False otherwise; a UserError when files of other
@@ -117,14 +126,10 @@ def check_manifest(spec, previous=None):
             changed_input = [name.split(".", 1)[1] for name in changed if name.startswith(key + ".")]
             if changed_input:
                 sentences.append(f"{what} were remade since, with other {', '.join(changed_input[:3])}")
-        own = [name for name in changed if name.split(".")[0] not in (*spec.inputs, IMAGES_KEY)]
+        own = [name for name in changed if name.split(".")[0] not in spec.inputs]
         if own:
             sentences += (spec.explain or describe_changes)(previous, spec.settings, own) or \
                 describe_changes(previous, spec.settings, own)
-        images = [name.split(".", 1)[1] for name in changed if name.startswith(IMAGES_KEY + ".")]
-        if images:
-            sentences.append(f"{len(images)} of their images changed since, e.g. {', '.join(images[:3])} (the "
-                             f"dataset was regenerated or replaced)")
         raise UserError(f"{folder.path} holds {folder.contents} made with other settings "
                         f"({'; '.join(sentences[:3])}); {overwrite} to redo them, or set another {folder.key}",
                         every_rank=True)
