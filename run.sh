@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# The pipeline, stage by stage: the CAM network, its CAMs and their score, then IRNet's refinement
-# (IR labels, the relation network, the random walk) and the score of the pseudo masks.
+# The pipeline, stage by stage: the CAM network, its CAMs and their score, IRNet's refinement (IR labels,
+# the relation network, the random walk) and the score of the pseudo masks, then the segmentation network
+# (DeepLab-v2) trained on the pseudo masks and its val score without and with the CRF.
 #
 #   bash run.sh                                  # CPU demo on generated data (configs/synthetic.yaml)
 #   bash run.sh configs/voc.yaml --gpu 0 dataset.root_dir=/data/VOC2012
 #   bash run.sh --to eval_cam                    # the CAM stages only
 #   bash run.sh --from train_irn                 # the stages from the relation network on
+#   bash run.sh --from train_seg                 # the segmentation network only
 #   bash run.sh --restart                        # every stage again, from scratch
 #
-# Stages, in order: train_cam infer_cam eval_cam ir_labels train_irn infer_irn eval_masks
-# (ir_labels first makes the CAMs of ir_labels.split, train_aug on VOC; images done are skipped).
+# Stages, in order: train_cam infer_cam eval_cam ir_labels train_irn infer_irn eval_masks train_seg
+# infer_seg eval_seg (ir_labels first makes the CAMs of ir_labels.split, train_seg the pseudo masks of
+# seg.train.split: train_aug on VOC; images done are skipped).
 # The config file and the options may come in any order. key=value overrides go to every stage; each
 # option goes to the stages it means something to:
-#   --gpu IDS          the stages that run a network (train_cam, infer_cam, train_irn, infer_irn)
+#   --gpu IDS          the stages that run a network (train_cam, infer_cam, train_irn, infer_irn, train_seg,
+#                      infer_seg)
 #   --restart          training from scratch, the other stages' --overwrite: every result is redone
 #   --resume PATH      train_cam
-#   --overwrite        the stages that write a file per image (infer_cam, ir_labels, infer_irn)
+#   --overwrite        the stages that write a file per image (infer_cam, ir_labels, infer_irn, infer_seg)
 #   --sweep, --type KIND, --allow-missing    eval_cam
 #   --from STAGE, --to STAGE                 run a range of the stages
 # PYTHON names the interpreter (default: python).
@@ -23,7 +27,7 @@ set -euo pipefail
 caller=$PWD
 cd "$(dirname "$0")"
 python=${PYTHON:-python}
-STAGES=(train_cam infer_cam eval_cam ir_labels train_irn infer_irn eval_masks)
+STAGES=(train_cam infer_cam eval_cam ir_labels train_irn infer_irn eval_masks train_seg infer_seg eval_seg)
 
 fail() {
     echo "error: run.sh: $*" >&2
@@ -75,9 +79,9 @@ done
 if [[ "$(basename "$config")" == synthetic* && $gpu_given == false ]]; then
     network+=(--gpu cpu)
 fi
-# train: the CAM network's options; --restart also retrains the relation network
-train_irn=()
-[[ " ${train[*]+"${train[*]}"} " == *" --restart "* ]] && train_irn=(--restart)
+# train: the CAM network's options; --restart also retrains the relation and segmentation networks
+retrain=()
+[[ " ${train[*]+"${train[*]}"} " == *" --restart "* ]] && retrain=(--restart)
 
 run_stage() {  # SCRIPT [ARGS]: a stage script, or "-m tools.NAME"
     local script=$1
@@ -101,13 +105,26 @@ for ((index = first; index <= last; index++)); do
             run_stage infer_cam.py "${network[@]+"${network[@]}"}" "${cam_options[@]+"${cam_options[@]}"}" \
                 "${overrides[@]+"${overrides[@]}"}" 'cam.split=${ir_labels.split}'
             run_stage make_ir_labels.py "${per_image[@]+"${per_image[@]}"}" "${overrides[@]+"${overrides[@]}"}" ;;
-        train_irn) run_stage train_irn.py "${network[@]+"${network[@]}"}" "${train_irn[@]+"${train_irn[@]}"}" \
+        train_irn) run_stage train_irn.py "${network[@]+"${network[@]}"}" "${retrain[@]+"${retrain[@]}"}" \
                        "${overrides[@]+"${overrides[@]}"}" ;;
         infer_irn) run_stage infer_irn.py "${network[@]+"${network[@]}"}" "${per_image[@]+"${per_image[@]}"}" \
                        "${overrides[@]+"${overrides[@]}"}" ;;
         eval_masks)
             run_stage eval_cam.py --type png "${overrides[@]+"${overrides[@]}"}" 'eval.png_dir=${pseudo_masks.dir}' \
-                'eval.png_json=${pseudo_masks.eval_json}'
-            run_stage "-m tools.scores" "${overrides[@]+"${overrides[@]}"}" ;;
+                'eval.png_json=${pseudo_masks.eval_json}' ;;
+        train_seg)
+            # the pseudo masks of the segmentation network's images (after infer_irn's --overwrite above, the
+            # images it did not cover are redone without one)
+            mask_options=("${per_image[@]+"${per_image[@]}"}")
+            ((first <= 5)) && mask_options=()
+            run_stage infer_irn.py "${network[@]+"${network[@]}"}" "${mask_options[@]+"${mask_options[@]}"}" \
+                "${overrides[@]+"${overrides[@]}"}" 'pseudo_masks.split=${seg.train.split}'
+            run_stage train_seg.py "${network[@]+"${network[@]}"}" "${retrain[@]+"${retrain[@]}"}" \
+                "${overrides[@]+"${overrides[@]}"}" ;;
+        infer_seg) run_stage infer_seg.py "${network[@]+"${network[@]}"}" "${per_image[@]+"${per_image[@]}"}" \
+                       "${overrides[@]+"${overrides[@]}"}" ;;
+        eval_seg) run_stage eval_seg.py "${overrides[@]+"${overrides[@]}"}" ;;
     esac
 done
+# the scores of every stage scored so far, in one table
+((last >= 6)) && run_stage "-m tools.scores" "${overrides[@]+"${overrides[@]}"}"

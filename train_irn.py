@@ -17,7 +17,7 @@ import json
 import os
 
 from datasets import build_source
-from datasets.segmentation import SegmentationDataset
+from datasets.segmentation import SegmentationDataset, irnet_augmentation
 from engine import distributed
 from engine.cli import add_resume_options, build_parser, parse_config
 from engine.config import Config
@@ -60,8 +60,8 @@ def training_set(cfg, source):
     if len(names) < settings.batch_size:
         raise UserError(f"irn.train.split {settings.split} has {len(names)} images, fewer than "
                         f"irn.train.batch_size={settings.batch_size}", every_rank=True)
-    return SegmentationDataset(source, names, label_dir, source.n_classes, settings.crop_size, settings.scale_range,
-                               settings.hflip, settings.seed, advice=LABEL_ADVICE)
+    augment = irnet_augmentation(settings.crop_size, settings.scale_range, settings.hflip)
+    return SegmentationDataset(source, names, label_dir, source.n_classes, augment, settings.seed, advice=LABEL_ADVICE)
 
 
 def data_fingerprint(source, names, label_dir):

@@ -1,5 +1,7 @@
 """Images with label maps (IR labels, pseudo masks) for training on pixels: both augmented alike, so a label
-stays on its pixel. The relation network's training set (SPEC_REFINE.md, section 5) is one such dataset."""
+stays on its pixel. The relation network's training set (SPEC_REFINE.md, section 5, augment_pair) and the
+segmentation network's (SPEC_SEG.md, deeplab_augment) are such datasets, each with its augmentation."""
+import functools
 import os
 
 import numpy as np
@@ -28,21 +30,50 @@ def augment_pair(image, label, crop_size, scale_range, hflip, rng):
     return T.random_crop_pair(image, label, crop_size, rng, label_fill=IGNORE_INDEX)
 
 
+def deeplab_augment(image, label, crop_size, scales, hflip, normalization, rng):
+    """deeplab-pytorch's training augmentation of a (H, W, 3) uint8 RGB image and its (H, W) label map: a scale
+    s chosen at random among `scales`, new size (int(H s), int(W s)) (image bilinear, label nearest); the
+    layout's normalisation (datasets.transforms NORMALIZERS[normalization]); padding at the bottom and right to
+    crop_size (image 0, i.e. the mean colour; label 255); a random crop_size crop; a horizontal flip with p 0.5
+    (if hflip). -> (crop_size, crop_size, 3) float32 image, (crop_size, crop_size) uint8 label."""
+    scale = scales[int(rng.integers(len(scales)))]
+    size = int(image.shape[0] * scale), int(image.shape[1] * scale)
+    image = T.NORMALIZERS[normalization](T.resize_bilinear(image, size))
+    label = T.resize(label, size, Image.NEAREST)
+    height, width = max(size[0], crop_size), max(size[1], crop_size)
+    top, left = int(rng.integers(0, height - crop_size + 1)), int(rng.integers(0, width - crop_size + 1))
+    image = T.paste(image, crop_size, 0, top, left, 0, 0)  # beyond the image: the padding
+    label = T.paste(label, crop_size, IGNORE_INDEX, top, left, 0, 0)
+    if hflip and rng.random() < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    return image, label
+
+
+def irnet_augmentation(crop_size=512, scale_range=(0.5, 1.5), hflip=True):
+    """augment_pair with its settings: a picklable augment(image, label, rng) for SegmentationDataset."""
+    return functools.partial(augment_pair, crop_size=crop_size, scale_range=tuple(scale_range), hflip=hflip)
+
+
+def deeplab_augmentation(crop_size=321, scales=(0.5, 0.75, 1.0, 1.25, 1.5), hflip=True, normalization="caffe"):
+    """deeplab_augment with its settings: a picklable augment(image, label, rng) for SegmentationDataset."""
+    return functools.partial(deeplab_augment, crop_size=crop_size, scales=tuple(scales), hflip=hflip,
+                             normalization=normalization)
+
+
 class SegmentationDataset(Dataset):
     """The images `names` of `source` with their label PNGs `<label_dir>/<name>.png` (class ids 0..n_classes,
-    255 unsure / ignored), augmented for training by augment_pair.
+    255 unsure / ignored), augmented for training by `augment(image, label, rng=...)` (irnet_augmentation,
+    deeplab_augmentation).
 
-    Items: {"name", "img": (3, S, S) float32 tensor, "label": (S, S) uint8 tensor} with S = crop_size.
+    Items: {"name", "img": (3, S, S) float32 tensor, "label": (S, S) uint8 tensor} with S the crop size.
     Randomness is drawn from a generator seeded by (seed, epoch, index), as in ClassificationDataset: a
     sample's augmentation does not depend on the number of workers or processes. A label that is missing,
     of another size than its image or holding other values is a UserError naming it and ending with `advice`.
     """
 
-    def __init__(self, source, names, label_dir, n_classes, crop_size=512, scale_range=(0.5, 1.5), hflip=True,
-                 seed=0, advice=LABEL_ADVICE):
+    def __init__(self, source, names, label_dir, n_classes, augment, seed=0, advice=LABEL_ADVICE):
         self.source, self.names, self.label_dir, self.n_classes = source, list(names), label_dir, n_classes
-        self.crop_size, self.scale_range, self.hflip = crop_size, tuple(scale_range), hflip
-        self.seed, self.epoch, self.advice = seed, 0, advice
+        self.augment, self.seed, self.epoch, self.advice = augment, seed, 0, advice
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -73,6 +104,6 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index):
         name = self.names[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        image, label = augment_pair(*self.read_pair(name), self.crop_size, self.scale_range, self.hflip, rng)
+        image, label = self.augment(*self.read_pair(name), rng=rng)
         return {"name": name, "img": torch.from_numpy(T.to_chw(image)),
                 "label": torch.from_numpy(np.ascontiguousarray(label))}

@@ -4,6 +4,7 @@ from PIL import Image
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CAFFE_MEAN_BGR = np.array([104.008, 116.669, 122.675], dtype=np.float32)  # Caffe's ImageNet mean, BGR order
 
 
 def resize(image, size, resample=Image.BICUBIC):
@@ -36,6 +37,28 @@ def random_hflip(image, rng):
 def normalize(image):
     """uint8 RGB -> float32 with ImageNet mean/std."""
     return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def normalize_caffe(image):
+    """RGB (uint8 or float, 0-255) -> float32 BGR minus Caffe's ImageNet mean, no std (the inputs of
+    deeplab-pytorch's Caffe ResNet)."""
+    return image[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+
+
+# The preprocessing of each backbone layout (net/deeplab.py INPUT_NORMALIZATION names them).
+NORMALIZERS = {"imagenet": normalize, "caffe": normalize_caffe}
+
+
+def resize_bilinear(image, size):
+    """Resize an (H, W, C) image to size (h, w) by bilinear interpolation without antialiasing (the half-pixel
+    grid of OpenCV's INTER_LINEAR, which deeplab-pytorch resizes with) -> float32."""
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(size) == image.shape[:2]:
+        return image.astype(np.float32)
+    chw = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32).transpose(2, 0, 1))[None]
+    return F.interpolate(chw, size=tuple(size), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
 
 
 def paste(image, crop_size, fill, image_top, image_left, canvas_top, canvas_left):

@@ -148,6 +148,11 @@ def launch(worker, gpu, *args):
 # ---------------------------------------------------------------------------------------------
 # Collectives that are no-ops in a single process
 
+def world_size():
+    """The number of processes of the job (1 without a process group)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def barrier():
     if dist.is_initialized():
         dist.barrier()

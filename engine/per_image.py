@@ -14,7 +14,8 @@ The same rules for every such stage (CAMs, pseudo labels, and the stages to come
   one process.
 - The work: a Dataset whose items DataLoader worker processes produce (decoding, CPU-bound work,
   or the whole job of an image), then an optional `compute` on the device in the main process, then
-  an optional `save` on a writer thread, so that the device never waits for the disk.
+  an optional `save` on a writer thread, so that the device never waits for the disk (or in a pool of
+  processes, for a save that is CPU work itself: the segmentation stage's dense CRF).
 - Ctrl-C / SIGTERM: the files started are finished, then the process exits with 130 / 143; the
   next run continues. Every file is written atomically, so a SIGKILL leaves no partial output either.
 """
@@ -22,7 +23,8 @@ import contextlib
 import dataclasses
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable
 
 import torch
@@ -32,7 +34,7 @@ from tqdm import tqdm
 from engine import distributed
 from engine.errors import UserError
 from engine.files import manifest_changes, merged_manifest, prepare_output_dir, read_manifest, save_json
-from engine.parallel import usable_cores
+from engine.parallel import process_context, usable_cores
 from engine.signals import GracefulStop, ignore_interrupts
 
 UNFINISHED = "unfinished_overwrite"  # manifest flag while an overwrite replaces files of other settings
@@ -204,30 +206,43 @@ class PerImageRunner:
             self.todo.append(index)
         return self.todo
 
-    def run(self, dataset, num_workers=0, compute=None, save=None, desc=None):
+    def run(self, dataset, num_workers=0, compute=None, save=None, desc=None, save_processes=0,
+            save_processes_key=None):
         """Produce the todo items of `dataset` (indexed like the names given to start) in `num_workers` loader
         processes; result = compute(item) on this process (if given); save(item, result) on the writer thread
-        (if given). Stops early, keeping every file it started, on Ctrl-C / SIGTERM."""
+        (if given), or in `save_processes` processes when that is above 0 (save, item and result must then
+        pickle; save_processes_key, the config key that sets their number, is named if one dies). Stops early,
+        keeping every file it started, on Ctrl-C / SIGTERM."""
         loader = DataLoader(Subset(dataset, self.todo), batch_size=None, shuffle=False, num_workers=num_workers,
                             pin_memory=self.ctx.device.type == "cuda", worker_init_fn=ignore_interrupts)
         progress = tqdm(loader, desc=desc, dynamic_ncols=True, disable=not self.ctx.is_main)
-        with GracefulStop(announce=self.ctx.is_main) as stop, ThreadPoolExecutor(max_workers=1) as writer:
+        if save_processes > 0:
+            writer = ProcessPoolExecutor(save_processes, mp_context=process_context(), initializer=ignore_interrupts)
+        else:
+            writer = ThreadPoolExecutor(max_workers=1)
+        in_flight = max(PENDING_WRITES, 2 * save_processes)
+        with GracefulStop(announce=self.ctx.is_main) as stop, writer:
             pending = []
-            for item in progress:
-                result = compute(item) if compute is not None else None
-                if save is not None:
-                    pending.append(writer.submit(save, item, result))
-                else:
-                    self.finished += 1
-                if len(pending) >= PENDING_WRITES:
-                    pending.pop(0).result()
-                    self.finished += 1
-                if stop.requested:
-                    break
-            with stop.finishing("writing the files started") if stop.requested else contextlib.nullcontext():
-                for future in pending:  # every file started is finished: the folders hold only whole files
-                    future.result()
-                    self.finished += 1
+            try:
+                for item in progress:
+                    result = compute(item) if compute is not None else None
+                    if save is not None:
+                        pending.append(writer.submit(save, item, result))
+                    else:
+                        self.finished += 1
+                    if len(pending) >= in_flight:
+                        pending.pop(0).result()
+                        self.finished += 1
+                    if stop.requested:
+                        break
+                with stop.finishing("writing the files started") if stop.requested else contextlib.nullcontext():
+                    for future in pending:  # every file started is finished: the folders hold only whole files
+                        future.result()
+                        self.finished += 1
+            except BrokenProcessPool:
+                fewer = f" (set {save_processes_key} lower than {save_processes})" if save_processes_key else ""
+                raise UserError(f"a process writing the outputs died, killed by the system (out of memory?); run "
+                                f"again with fewer processes{fewer}", every_rank=True) from None
         progress.close()
         if stop.requested:
             if self.ctx.is_main:

@@ -15,8 +15,12 @@ that computes its losses. The loop brings the rest, the same for every stage:
 
 Settings come from one config section (`train` for the CAM network) with the keys batch_size,
 max_epochs, seed, num_workers, deterministic, amp, channels_last, save_iters, log_interval,
-tensorboard and opt.power.
+tensorboard and opt.power; optionally max_iters (the length in steps, instead of max_epochs),
+accumulation (micro-batches per step: each process's share of the batch in that many forwards,
+the gradients summed, for GPUs that do not hold it at once) and opt.lr_step (the poly rate refreshed
+every this many steps).
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -63,14 +67,37 @@ def to_device(batch, device, memory_format=torch.contiguous_format):
     return moved
 
 
-def compute_gradients(model, scaler, batch, compute_losses, device, autocast_dtype, loss_weights=None):
+def compute_gradients(model, scaler, batch, compute_losses, device, autocast_dtype, loss_weights=None, scale=1.0):
     """Forward and the losses under autocast, backward of their sum (each times its weight in `loss_weights`,
-    1 by default; scaled for fp16) -> the detached, unweighted losses."""
+    1 by default, and times `scale`; scaled for fp16) -> the detached, unweighted losses."""
     with autocast(device, autocast_dtype):
         losses = compute_losses(model, batch)
     weights = loss_weights or {}
-    scaler.scale(sum(weights.get(name, 1) * loss for name, loss in losses.items())).backward()
+    scaler.scale(scale * sum(weights.get(name, 1) * loss for name, loss in losses.items())).backward()
     return {name: loss.detach() for name, loss in losses.items()}
+
+
+def micro_batches(batch, count):
+    """A batch dict split into `count` equal parts along the first dimension (tensors; other values as lists)."""
+    if count == 1:
+        return [batch]
+    size = len(next(value for value in batch.values() if torch.is_tensor(value))) // count
+    return [{key: value[index * size:(index + 1) * size] for key, value in batch.items()} for index in range(count)]
+
+
+def accumulated_gradients(model, scaler, batch, compute_losses, device, autocast_dtype, loss_weights, count,
+                          distributed_model):
+    """compute_gradients over `count` micro-batches of `batch`, each loss scaled by 1 / count (deeplab-pytorch's
+    iter_size); DDP synchronises the gradients on the last one only -> the losses averaged over the parts."""
+    totals = None
+    for index, part in enumerate(micro_batches(batch, count)):
+        last = index == count - 1
+        sync = contextlib.nullcontext() if last or not distributed_model else model.no_sync()
+        with sync:
+            losses = compute_gradients(model, scaler, part, compute_losses, device, autocast_dtype, loss_weights,
+                                       scale=1.0 / count)
+        totals = losses if totals is None else {name: totals[name] + loss for name, loss in losses.items()}
+    return {name: loss / count for name, loss in totals.items()}
 
 
 def mean_over_processes(losses, stop_signal=None):
@@ -170,6 +197,11 @@ class Trainer:
         self.config_dict, self.result_keys = config_dict, result_keys
         self.work_dir_key, self.assumed = work_dir_key, assumed
         self.per_process_batch = distributed.split_batch(settings.batch_size, ctx.world_size, f"{key}.batch_size")
+        self.accumulation = settings.get("accumulation", 1)
+        if self.per_process_batch % self.accumulation:
+            raise UserError(f"{key}.batch_size {settings.batch_size} gives {self.per_process_batch} images per "
+                            f"process, which {key}.accumulation={self.accumulation} does not divide; choose values "
+                            f"that do", every_rank=True)
         self.autocast_dtype = amp_dtype(settings.amp, f"{key}.amp")
         self.memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
         configure_determinism(settings.seed, settings.deterministic)
@@ -222,8 +254,9 @@ class Trainer:
                             num_workers=settings.num_workers, pin_memory=ctx.device.type == "cuda",
                             worker_init_fn=ignore_interrupts)
         steps_per_epoch = sampler.steps_per_epoch
-        max_epochs = settings.max_epochs
-        max_step = steps_per_epoch * max_epochs
+        max_step = settings.get("max_iters") or steps_per_epoch * settings.max_epochs
+        max_epochs = math.ceil(max_step / steps_per_epoch)
+        lr_step = settings.get("opt.lr_step", 1)
         model.to(memory_format=self.memory_format).train()
         scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.autocast_dtype == torch.float16)
 
@@ -259,7 +292,8 @@ class Trainer:
         if ctx.is_main:
             if files.config:  # only now: a run refused above or already finished leaves the last one in place
                 save_text(files.config, yaml.safe_dump(self.config_dict, sort_keys=False))
-            epochs = f"{max_epochs} epoch{'s' if max_epochs > 1 else ''} of {steps_per_epoch}"
+            epochs = f"{max_step / steps_per_epoch:.3g} epoch{'s' if max_step > steps_per_epoch else ''} of " \
+                f"{steps_per_epoch}"
             print(f"training {max_step} steps ({epochs}) on {ctx.world_size} x {ctx.device.type}, "
                   f"{self.per_process_batch} images per process; log {log.path}")
         progress = tqdm(total=max_step, initial=step, disable=not ctx.is_main, dynamic_ncols=True, desc=self.key)
@@ -271,12 +305,13 @@ class Trainer:
                     sampler.set_epoch(epoch, start_step=step - epoch * steps_per_epoch)
                     tic = time.perf_counter()
                     for batch in loader:
-                        set_poly_lr(optimizer, step, max_step, settings.opt.power)
+                        set_poly_lr(optimizer, step, max_step, settings.opt.power, lr_step)
                         batch = to_device(batch, ctx.device, self.memory_format)
                         optimizer.zero_grad(set_to_none=True)
                         losses, stopping = mean_over_processes(
-                            compute_gradients(trained, scaler, batch, compute_losses, ctx.device, self.autocast_dtype,
-                                              loss_weights),
+                            accumulated_gradients(trained, scaler, batch, compute_losses, ctx.device,
+                                                  self.autocast_dtype, loss_weights, self.accumulation,
+                                                  ctx.distributed),
                             stop.signal_number)
                         if not all(math.isfinite(value) for value in losses.values()):
                             raise NonFiniteLoss(step + 1, losses, files.last, saved_step, self.key)
@@ -299,8 +334,10 @@ class Trainer:
                                 save_state()
                             progress.close()  # the stop line goes below the bar, not onto it
                             raise StoppedBySignal(stopping, step, files.last, ctx.is_main)
+                        if step >= max_step:  # a length in steps (max_iters) may end inside an epoch
+                            break
                         if step % settings.save_iters == 0 and step % steps_per_epoch:
-                            save_state()  # epoch ends save below, after end_of_epoch
+                            save_state()  # epoch ends (and the last step) save below, after end_of_epoch
                     if end_of_epoch is not None:
                         record = end_of_epoch(epoch)
                         log.write({"step": step, "epoch": epoch + 1, **record})

@@ -7,7 +7,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = "configs/synthetic.yaml"
-RUNS_A_NETWORK = ("train_cam.py", "infer_cam.py", "train_irn.py", "infer_irn.py")  # the commands that take --gpu
+RUNS_A_NETWORK = ("train_cam.py", "infer_cam.py", "train_irn.py", "infer_irn.py", "train_seg.py", "infer_seg.py")  # the commands that take --gpu
 
 
 def command(*args, torchrun=0):

@@ -3,9 +3,10 @@
     python -m tools.scores --config configs/voc.yaml [key=value ...]
 
 Reads the score files the config names (eval.json: the CAMs at cam.bkgscore; pseudo_masks.eval_json:
-the pseudo masks of the random walk) and prints one markdown row each: mIoU, pixel accuracy, the
-split and the number of images, so that CAMs and pseudo masks scored on the same images compare.
-A stage not scored yet is listed as such.
+the pseudo masks of the random walk; seg.infer.eval_json and eval_crf_json: the segmentation network
+without and with the CRF) and prints one markdown row each: mIoU, pixel accuracy, the split, the number
+of images and the setting, so that CAMs and pseudo masks scored on the same images compare. A stage not
+scored yet is listed as such.
 """
 import json
 import os
@@ -22,6 +23,8 @@ from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 ROWS = [  # (what was scored, the config key of its score file, how to make it)
     ("CAMs", "eval.json", "python eval_cam.py"),
     ("pseudo masks (IRN random walk)", "pseudo_masks.eval_json", "bash run.sh --from infer_irn"),
+    ("segmentation (DeepLab-v2)", "seg.infer.eval_json", "bash run.sh --from infer_seg"),
+    ("segmentation (DeepLab-v2) + CRF", "seg.infer.eval_crf_json", "bash run.sh --from infer_seg"),
 ]
 
 
@@ -38,7 +41,7 @@ def score_rows(cfg):
     rows = []
     for label, key, producer in ROWS:
         path = cfg.get(key)
-        if path is None:
+        if path is None or (key == "seg.infer.eval_crf_json" and not cfg.get("seg.infer.crf")):
             continue
         rows.append((label, read_score(path) if os.path.isfile(path) else None, producer))
     return rows
@@ -50,7 +53,7 @@ def format_table(rows):
         if score is None:
             lines.append(f"| {label} | not scored yet ({producer}) | | | | |")
             continue
-        setting = f"bkgscore {score['bkgscore']}" if score.get("type") == "cam" else "label PNGs"
+        setting = f"bkgscore {score['bkgscore']}" if score.get("type") == "cam" else score.get("setting", "label PNGs")
         split = os.path.basename(score.get("split") or "?")
         lines.append(f"| {label} | {score['miou']:.2f} | {score['pixel_acc']:.2f} | {score['n_images']} | {split} "
                      f"| {setting} |")

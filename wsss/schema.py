@@ -158,4 +158,50 @@ SCHEMA = {
     "pseudo_masks.amp": AMP,
     "pseudo_masks.eval_json": Path(),  # their score (eval_cam.py --type png, as run.sh runs it)
     "pseudo_masks.overwrite": Boolean(),
+
+    # The segmentation network (SPEC_SEG.md): DeepLab-v2 trained on the pseudo masks.
+    "seg": Section(),
+    "seg.dir": Path(),  # its training run: checkpoints/, train_log.jsonl, config.yaml
+    "seg.checkpoint": Path(),  # its weights: written by train_seg.py, read by infer_seg.py
+    "seg.model": Section(),
+    "seg.model.layout": Choice("caffe", "torchvision"),  # net/deeplab.py LAYOUTS
+    "seg.model.backbone": Choice("resnet50", "resnet101"),  # resnet50: the torchvision layout only
+    "seg.model.init": Either(Boolean(), Path(), nullable=True,
+                             expected="an init file, true (torchvision's ImageNet weights) or false / null "
+                                      "(random weights)"),
+    "seg.model.msc_scales": ListOf(Number(positive=True)),  # the extra input scales of MSC training
+    "seg.train": Section(),
+    **{key: rule for key, rule in trainer_rules("seg.train").items() if key != "seg.train.max_epochs"},
+    "seg.train.max_iters": Integer(min=1),
+    "seg.train.accumulation": Integer(min=1),
+    "seg.train.opt.lr_step": Integer(min=1),
+    "seg.train.split": Path(),
+    "seg.train.labels_dir": Path(),
+    "seg.train.crop_size": Integer(min=8),
+    "seg.train.scales": ListOf(Number(positive=True)),
+    "seg.train.hflip": Boolean(),
+    "seg.train.loss": Choice("ce", "balanced"),
+    "seg.infer": Section(),
+    "seg.infer.split": Path(),
+    "seg.infer.dir": Path(),  # label PNGs without the CRF
+    "seg.infer.crf_dir": Path(),  # label PNGs after the CRF (when seg.infer.crf)
+    "seg.infer.prob_dir": Path(nullable=True),  # the softmax at image size (float16 .npy), or null
+    "seg.infer.scales": ListOf(Number(positive=True)),
+    "seg.infer.flip": Boolean(),
+    "seg.infer.crf": Boolean(),
+    "seg.infer.crf_params": Section(),
+    **{f"seg.infer.crf_params.{name}": Integer(min=1) if name == "iterations" else Number(positive=True)
+       for name in CRF_PARAM_KEYS},
+    "seg.infer.num_workers": Integer(min=0),  # loader processes per inference process
+    "seg.infer.crf_workers": WORKERS,  # processes running the CRF
+    "seg.infer.amp": AMP,
+    "seg.infer.channels_last": Boolean(),
+    "seg.infer.eval_json": Path(),  # the score without the CRF (eval_seg.py)
+    "seg.infer.eval_crf_json": Path(),  # the score after the CRF
+    "seg.infer.overwrite": Boolean(),
+    "seg.submission": Section(),
+    "seg.submission.split": Path(),  # the test images (VOC2012 test archive)
+    "seg.submission.dir": Path(),  # results/ goes here: results/VOC2012/Segmentation/<comp>_test_cls/
+    "seg.submission.archive": Path(),  # the .tar.gz of results/ for the evaluation server
+    "seg.submission.comp": Choice("comp5", "comp6"),  # comp6: outside data (ImageNet / COCO init) used
 }

@@ -7,7 +7,7 @@ from PIL import Image
 
 from datasets import transforms as T
 from datasets.files import IGNORE_INDEX, bit_palette, save_label_png
-from datasets.segmentation import SegmentationDataset, augment_pair
+from datasets.segmentation import SegmentationDataset, augment_pair, deeplab_augment, irnet_augmentation
 from datasets.transforms import random_crop_pair
 from engine.errors import UserError
 
@@ -40,8 +40,9 @@ def write_pair(root, name, label, image=None):
     save_label_png(str(root / "labels" / f"{name}.png"), label)
 
 
-def dataset(root, names, crop_size, **options):
-    return SegmentationDataset(Folder(root), names, str(root / "labels"), N_CLASSES, crop_size=crop_size, **options)
+def dataset(root, names, crop_size, seed=0, **options):
+    return SegmentationDataset(Folder(root), names, str(root / "labels"), N_CLASSES,
+                               irnet_augmentation(crop_size, **options), seed)
 
 
 def decode(img):
@@ -157,3 +158,56 @@ def test_refused_labels_name_the_file(tmp_path):
     (tmp_path / "labels" / "none.png").unlink()
     with pytest.raises(UserError, match=r"label .*none.png does not exist"):
         data[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# deeplab-pytorch's augmentation (the segmentation network's training set)
+
+def test_deeplab_augment_scales_by_a_chosen_factor_and_pads_at_the_bottom_and_right():
+    label = blocks(20, 30)
+    image = COLOURS[label - 1]
+    seen = set()
+    for seed in range(30):
+        out, crop = deeplab_augment(image, label, 64, (0.5, 1.0, 1.5), False, "caffe", np.random.default_rng(seed))
+        assert out.shape == (64, 64, 3) and out.dtype == np.float32 and crop.shape == (64, 64)
+        rows, columns = np.nonzero(crop != IGNORE_INDEX)
+        height, width = rows.max() + 1, columns.max() + 1
+        assert rows.min() == 0 and columns.min() == 0  # the image sits top-left, the padding below and right
+        assert (height, width) in {(10, 15), (20, 30), (30, 45)}
+        seen.add(height)
+        assert np.all(out[height:] == 0) and np.all(out[:, width:] == 0)  # the mean colour after subtraction
+        scale = height / 20
+        expected = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))
+        assert np.array_equal(crop[:height, :width], expected) and scale in (0.5, 1.0, 1.5)
+    assert seen == {10, 20, 30}
+
+
+def test_deeplab_augment_crops_at_random_flips_and_normalises_per_layout():
+    label = blocks(40, 50)
+    image = COLOURS[label - 1]
+    windows = set()
+    for seed in range(20):
+        out, crop = deeplab_augment(image, label, 24, (1.0,), True, "caffe", np.random.default_rng(seed))
+        matches = [(top, left, flipped) for top in range(17) for left in range(27) for flipped in (False, True)
+                   if np.array_equal((label[:, ::-1] if flipped else label)[top:top + 24, left:left + 24], crop)]
+        assert matches, "the crop is a window of the (flipped) label"
+        top, left, flipped = matches[0]
+        source = (image[:, ::-1] if flipped else image)[top:top + 24, left:left + 24]
+        assert np.allclose(out, source[..., ::-1] - T.CAFFE_MEAN_BGR)  # BGR, 0-255, minus the mean
+        windows.add(matches[0])
+    assert len(windows) > 10 and {flipped for _, _, flipped in windows} == {False, True}
+    out, crop = deeplab_augment(image, label, 24, (1.0,), False, "imagenet", np.random.default_rng(0))
+    top, left = next((top, left) for top in range(17) for left in range(27)
+                     if np.array_equal(label[top:top + 24, left:left + 24], crop))
+    assert np.allclose(out, T.normalize(image)[top:top + 24, left:left + 24], atol=1e-5)  # RGB, ImageNet's mean, std
+
+
+def test_images_resize_bilinearly_without_antialiasing():
+    image = np.random.default_rng(0).integers(0, 256, (9, 13, 3)).astype(np.uint8)
+    resized = T.resize_bilinear(image, (4, 6))
+    chw = torch.from_numpy(image.astype(np.float32).transpose(2, 0, 1))[None]
+    expected = torch.nn.functional.interpolate(chw, size=(4, 6), mode="bilinear", align_corners=False)
+    assert np.allclose(resized, expected[0].permute(1, 2, 0).numpy())
+    # OpenCV's INTER_LINEAR grid: output pixel 0 of a 2x shrink samples between input pixels 0 and 1, no antialias
+    assert T.resize_bilinear(image[:, :12], (9, 6))[0, 0, 0] == pytest.approx((float(image[0, 0, 0]) +
+                                                                                float(image[0, 1, 0])) / 2)

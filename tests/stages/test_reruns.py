@@ -80,7 +80,8 @@ def run_sh_commands(tmp_path, *args):
 def test_run_sh_runs_the_stages_in_order_or_a_range_of_them(tmp_path):
     scripts = [command[0] if command[0] != "-m" else command[1] for command in run_sh_commands(tmp_path)]
     assert scripts == ["train_cam.py", "infer_cam.py", "eval_cam.py", "infer_cam.py", "make_ir_labels.py",
-                       "train_irn.py", "infer_irn.py", "eval_cam.py", "tools.scores"]
+                       "train_irn.py", "infer_irn.py", "eval_cam.py", "infer_irn.py", "train_seg.py", "infer_seg.py",
+                       "eval_seg.py", "tools.scores"]
     commands = run_sh_commands(tmp_path, "--from", "ir_labels", "--to", "train_irn", "--restart", "--gpu", "1")
     config = ["--config", "configs/synthetic.yaml"]
     assert commands == [["infer_cam.py", *config, "--gpu", "1", "--overwrite", "cam.split=${ir_labels.split}"],
@@ -88,6 +89,16 @@ def test_run_sh_runs_the_stages_in_order_or_a_range_of_them(tmp_path):
                         ["train_irn.py", *config, "--gpu", "1", "--restart"]]
     masks = run_sh_commands(tmp_path, "--from", "eval_masks")[0]
     assert masks[-3:] == ["png", "eval.png_dir=${pseudo_masks.dir}", "eval.png_json=${pseudo_masks.eval_json}"]
+    # the segmentation stages: the pseudo masks of its training images first; the table after any scored stage
+    commands = run_sh_commands(tmp_path, "--from", "train_seg", "--restart", "--gpu", "1")
+    assert commands == [["infer_irn.py", *config, "--gpu", "1", "--overwrite", "pseudo_masks.split=${seg.train.split}"],
+                        ["train_seg.py", *config, "--gpu", "1", "--restart"],
+                        ["infer_seg.py", *config, "--gpu", "1", "--overwrite"],
+                        ["eval_seg.py", *config], ["-m", "tools.scores", *config]]
+    assert [command[0] for command in run_sh_commands(tmp_path, "--to", "eval_cam")] == \
+        ["train_cam.py", "infer_cam.py", "eval_cam.py"]
+    assert run_sh_commands(tmp_path, "--from", "infer_seg", "--to", "infer_seg") == [["infer_seg.py", *config,
+                                                                                       "--gpu", "cpu"]]
     result, ran = run_sh(tmp_path, "--from", "nowhere")
     assert_clean_error(result, "run.sh: unknown stage nowhere (the stages: train_cam infer_cam eval_cam")
     result, ran = run_sh(tmp_path, "--from", "train_irn", "--to", "eval_cam")
