@@ -18,7 +18,6 @@ seg.infer.crf is on) and packs results/ into seg.submission.archive (.tar.gz) fo
 """
 import functools
 import os
-import tarfile
 
 import numpy as np
 import torch
@@ -31,19 +30,16 @@ from engine import distributed
 from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.config import Config
 from engine.errors import UserError, run_main
-from engine.files import atomic_open, file_record, missing_files, prepare_output_dir, save_npy
+from engine.files import file_record, prepare_output_dir, save_npy
 from engine.parallel import worker_count
 from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner, image_changes
 from engine.precision import amp_dtype, amp_name, autocast
 from net.deeplab import INPUT_NORMALIZATION, build_deeplab, load_checkpoint, predict_logits, probabilities
 from wsss.crf import check_crf_params, crf_refine
 from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
+from wsss.submission import pack_submission, submission_folder, submission_names
 
 MANIFEST = "seg_settings.json"  # in the first output folder: what made the files there
-SUBMISSION_FOLDER = os.path.join("results", "VOC2012", "Segmentation")
-TEST_HELP = ("the VOC2012 test images come from the evaluation server's VOC2012test.tar "
-             "(http://host.robots.ox.ac.uk:8080/, after registering); extract it so that its JPEGImages/ joins "
-             "dataset.root_dir's")
 
 
 class SegInputs(Dataset):
@@ -60,7 +56,7 @@ class SegInputs(Dataset):
         image = read_image(self.source.image_path(name))
         item = {"name": name, "img": torch.from_numpy(T.to_chw(T.NORMALIZERS[self.normalization](image)))}
         if self.with_rgb:
-            item["rgb"] = image
+            item["rgb"] = image.copy()  # writable: the loader makes it a tensor, which a read-only array cannot back
         return item
 
 
@@ -81,31 +77,6 @@ def read_probabilities(path):
         return np.load(path)
     except Exception as error:
         raise UserError(f"probability file {path} cannot be read ({type(error).__name__})") from None
-
-
-def submission_folder(cfg):
-    return os.path.join(cfg.seg.submission.dir, SUBMISSION_FOLDER, f"{cfg.seg.submission.comp}_test_cls")
-
-
-def test_names(source, split):
-    """The names of the test split, every image there (else one error saying where the test images come from)."""
-    names = source.read_names(split)
-    missing = missing_files(names, os.path.dirname(source.image_path(names[0])), ".jpg")
-    if missing:
-        which = "none" if len(missing) == len(names) else f"{len(names) - len(missing)}"
-        raise UserError(f"seg.submission.split {split} lists {len(names)} images and {which} of them are in "
-                        f"{os.path.dirname(source.image_path(names[0]))} (missing e.g. {', '.join(missing[:3])}); "
-                        f"{TEST_HELP}")
-    return names
-
-
-def pack_submission(top, folder, names, archive):
-    """results/ as the server takes it: results/VOC2012/Segmentation/<comp>_test_cls/<name>.png for each name (no
-    other file; `top` holds results/, `folder` the PNGs), in a .tar.gz written atomically."""
-    with atomic_open(archive, "wb") as handle, tarfile.open(fileobj=handle, mode="w:gz") as tar:
-        for name in names:
-            path = os.path.join(folder, name + ".png")
-            tar.add(path, arcname=os.path.relpath(path, top))
 
 
 def explain_changes(previous, current, changed):
@@ -141,8 +112,8 @@ def infer(ctx, config_dict, submission=False):
     source = build_source(cfg)
     source.check_root()
     if submission:
-        names = test_names(source, cfg.seg.submission.split)
-        final = submission_folder(cfg)
+        names = submission_names(source, cfg.seg.submission.split)
+        final = submission_folder(cfg.seg.submission.dir, cfg.seg.submission.comp)
         folders = {"plain": None if settings.crf else final, "crf": final if settings.crf else None, "prob": None}
         outputs = [OutputFolder(final, "seg.submission.dir", "test predictions")]
     else:

@@ -26,6 +26,7 @@ def test_the_schema_choices_are_the_codes():
     from datasets import SOURCES
     from engine.precision import AMP_DTYPES
     from net.classifier import CODEBOOKS
+    from net.deeplab import LAYOUTS
     from net.pooling import POOLS
     from net.resnet import BACKBONES
 
@@ -35,3 +36,5 @@ def test_the_schema_choices_are_the_codes():
     assert set(SCHEMA["model.codebook"].choices) == set(CODEBOOKS)
     assert set(SCHEMA["train.amp"].choices) == set(AMP_DTYPES) | {False}
     assert SCHEMA["cam.amp"] is SCHEMA["train.amp"]
+    assert set(SCHEMA["seg.model.layout"].choices) == set(LAYOUTS)
+    assert set(SCHEMA["seg.model.backbone"].choices) == set(BACKBONES)
