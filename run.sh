@@ -126,5 +126,7 @@ for ((index = first; index <= last; index++)); do
         eval_seg) run_stage eval_seg.py "${overrides[@]+"${overrides[@]}"}" ;;
     esac
 done
-# the scores of every stage scored so far, in one table
-((last >= 6)) && run_stage "-m tools.scores" "${overrides[@]+"${overrides[@]}"}"
+# after a scoring stage (eval_masks, eval_seg), the scores of every stage scored so far, in one table
+if (((first <= 6 && last >= 6) || last == 9)); then
+    run_stage "-m tools.scores" "${overrides[@]+"${overrides[@]}"}"
+fi

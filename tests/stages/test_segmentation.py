@@ -13,6 +13,7 @@ from PIL import Image
 
 from datasets import synthetic
 from datasets.files import read_label, read_name_list, save_label_png
+from net.deeplab import build_deeplab
 from tests.support import assert_clean_error, assert_ok, run, stage, start
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def test_training_logs_the_four_msc_losses_at_the_recipes_rates(segmented):
     steps = [record for record in log if "loss_full" in record]
     assert [record["step"] for record in steps] == [1, 2, 3, 4]
     assert all(np.isfinite(record[f"loss_{name}"]) for record in steps for name in LOSSES)
-    assert all(record["lr"] == pytest.approx([2.5e-3, 2.5e-2, 5e-2]) for record in steps)  # refreshed every 10 steps
+    assert all(record["lr"] == pytest.approx([2.5e-4, 2.5e-3, 5e-3]) for record in steps)  # refreshed every 10 steps
     checkpoint = torch.load(segmented / "work" / "seg" / "checkpoints" / "final.pth", weights_only=True)
     assert checkpoint["step"] == 4 and "base.aspp.c3.bias" in checkpoint["model"]
 
@@ -115,8 +116,15 @@ def test_one_process_and_two_train_the_same_network(segmented, tmp_path):
     assert "checked: the 2 replicas hold the same weights" in two
     one = torch.load(segmented / "work" / "seg" / "checkpoints" / "final.pth", weights_only=True)["model"]
     other = torch.load(tmp_path / "two" / "checkpoints" / "final.pth", weights_only=True)["model"]
-    for key, tensor in one.items():
-        assert torch.allclose(tensor, other[key], rtol=1e-4, atol=1e-6), key
+    torch.manual_seed(0)  # the trainer seeds the generators with seg.train.seed before it builds the network
+    initial = build_deeplab(21, "torchvision", "resnet50").state_dict()
+    # what training changed, compared: the images' pixel counts differ (crops, 255), so a loss averaged per
+    # process instead of over both would weight them otherwise and move the weights by other amounts
+    changed = [key for key, tensor in one.items() if tensor.is_floating_point() and not torch.equal(tensor, initial[key])]
+    assert any(".aspp." in key for key in changed) and any("layer4" in key for key in changed)
+    for key in changed:  # float noise through 50 random layers: 0.3% at most, measured (the exact split: test_deeplab)
+        step_one, step_two = one[key] - initial[key], other[key] - initial[key]
+        assert float((step_one - step_two).norm() / step_one.norm()) < 1e-2, key
 
 
 def test_a_killed_training_resumes_to_the_same_network(segmented, tmp_path):
@@ -148,16 +156,15 @@ def test_mistakes_are_one_line(segmented, tmp_path):
     labels.mkdir()
     for path in (voc / "SegmentationClassAug").glob("*.png"):
         labels.joinpath(path.name).write_bytes(path.read_bytes())
-    first, second = sorted(labels.glob("*.png"))[:2]
-    label = read_label(str(first)).copy()
-    label[0, 0] = 40
-    save_label_png(str(first), label)
-    save_label_png(str(second), np.zeros((7, 9), dtype=np.uint8))
-    result = go("train_seg.py", segmented, f"seg.train.labels_dir={labels}", f"seg.dir={tmp_path / 'b'}",
-                "seg.train.batch_size=8", "seg.train.max_iters=1")
-    line = assert_clean_error(result)
-    assert (f"label {first} holds 40, not a class id (0..20) nor 255" in line
-            or f"label {second} is 9x7 but its image" in line), line
+    first = sorted(labels.glob("*.png"))[0]
+    good = read_label(str(first))
+    bad = good.copy()
+    bad[0, 0] = 40
+    for label, message in ((bad, f"label {first} holds 40, not a class id (0..20) nor 255"),
+                           (np.zeros((7, 9), dtype=np.uint8), f"label {first} is 9x7 but its image")):
+        save_label_png(str(first), label)  # every image is in the first batch of 8
+        assert_clean_error(go("train_seg.py", segmented, f"seg.train.labels_dir={labels}", f"seg.dir={tmp_path / 'b'}",
+                              "seg.train.batch_size=8", "seg.train.max_iters=1"), message, "seg.train.labels_dir")
     # a checkpoint and an init of another layout are named as such
     assert_clean_error(go("infer_seg.py", segmented, "seg.model.layout=caffe", "seg.model.backbone=resnet101"),
                        "looks like a trained DeepLab (torchvision layout, MSC)", "the model is the caffe layout")
