@@ -1,7 +1,7 @@
 """Segmentation, step 3: score the predicted label PNGs of seg.infer.split, without and with the CRF.
 
     python eval_seg.py --config configs/voc.yaml
-    python eval_seg.py eval.png_dir=DIR              # any folder of label PNGs instead (its score: eval.png_json)
+    python eval_seg.py --dir DIR                     # any folder of label PNGs instead (its score: eval.png_json)
     python eval_seg.py --allow-missing               # score the images that have a file, list the others
 
 Scores seg.infer.dir into seg.infer.eval_json and, when seg.infer.crf is on, seg.infer.crf_dir into
@@ -9,6 +9,8 @@ seg.infer.eval_crf_json: mIoU over the classes present, per-class IoU, accuracie
 eval_cam.py, against eval.gt_dir (SegmentationClassAug). Papers report the CRF's; both are kept.
 Streaming and parallel as every evaluation here (wsss/evaluation.py, eval.num_workers).
 """
+import os
+
 from datasets import build_source
 from engine.cli import build_parser, parse_config
 from engine.errors import run_main
@@ -25,12 +27,12 @@ def protocol(settings, crf):
     return f"scales {scales}{' + flip' if settings.flip else ''}, {'CRF' if crf else 'no CRF'}"
 
 
-def score_folders(cfg, explicit_dir=None):
-    """[(folder, JSON path, context)] to score: the --config's prediction folders, or eval.png_dir alone."""
+def score_folders(cfg, folder=None):
+    """[(folder, JSON path, context)] to score: the config's prediction folders, or `folder` alone (--dir)."""
     settings = cfg.seg.infer
-    if explicit_dir:
-        stem = cfg.eval.json.rsplit(".", 1)[0]
-        return [(explicit_dir, cfg.get("eval.png_json") or stem + "_png.json", {"setting": "label PNGs"})]
+    if folder:
+        stem = os.path.splitext(cfg.eval.json)[0]
+        return [(folder, cfg.get("eval.png_json") or stem + "_png.json", {"setting": "label PNGs"})]
     folders = [(settings.dir, settings.eval_json, {"setting": protocol(settings, crf=False), "crf": False})]
     if settings.crf:
         folders.append((settings.crf_dir, settings.eval_crf_json, {"setting": protocol(settings, crf=True),
@@ -57,9 +59,10 @@ def main(argv=None):
     parser = build_parser(__doc__, DEFAULT_CONFIG, gpu=False)
     parser.add_argument("--allow-missing", action="store_true",
                         help="score the images that have a prediction file and list the missing ones")
+    parser.add_argument("--dir", default=None, help="score this folder of label PNGs (of seg.infer.split's images) "
+                                                    "into eval.png_json, instead of the config's predictions")
     args, cfg = parse_config(parser, SCHEMA, argv, ROOT)
-    explicit = any(override.startswith("eval.png_dir=") for override in args.overrides)
-    evaluate_segmentation(cfg, cfg.eval.png_dir if explicit else None, args.allow_missing)
+    evaluate_segmentation(cfg, args.dir, args.allow_missing)
 
 
 if __name__ == "__main__":

@@ -150,8 +150,10 @@ def infer(ctx, config_dict, submission=False):
         return probabilities(logits, image.shape[-2:]).cpu().numpy()
 
     save = functools.partial(write_outputs, folders=folders, palette=source.palette, crf_params=crf_params)
-    crf_processes = min(worker_count(settings.crf_workers, "seg.infer.crf_workers"), len(runner.todo)) \
-        if settings.crf else 0
+    cores = worker_count(settings.crf_workers, "seg.infer.crf_workers")
+    if settings.crf_workers is None:  # every core, shared by the inference processes of this job
+        cores = max(1, cores // ctx.world_size)
+    crf_processes = min(cores, len(runner.todo)) if settings.crf else 0
     runner.run(SegInputs(source, names, INPUT_NORMALIZATION[cfg.seg.model.layout], settings.crf),
                settings.num_workers, compute, save, desc="segmentation", save_processes=crf_processes,
                save_processes_key="seg.infer.crf_workers")

@@ -285,7 +285,7 @@ def _trained_on_voc(state_dict, path):
     return any(key.startswith(("base.aspp.", "aspp.")) for key in state_dict) or "vocaug" in os.path.basename(path)
 
 
-def load_init(model, init, pretrained_hint="set seg.model.init"):
+def load_init(model, init, missing_hint="set seg.model.init"):
     """Initialise the backbone of `model` (an MSC) from `init`: True (torchvision's ImageNet V1 weights, the
     torchvision layout), or a file: deeplab-pytorch's init (caffe layout; its COCO classifier `fc.*` skipped),
     a torchvision ResNet state dict (its `fc.*` skipped) or this project's CAM checkpoint (its backbone, the
@@ -308,7 +308,7 @@ def load_init(model, init, pretrained_hint="set seg.model.init"):
         path = weights.url
     else:
         path = os.fspath(init)
-        state_dict, _ = read_weights(path, f"{pretrained_hint} to an existing init file")
+        state_dict, _ = read_weights(path, f"{missing_hint} to an existing init file")
         if _trained_on_voc(state_dict, path):
             raise UserError(f"seg.model.init {path} holds a trained DeepLab ({looks_like(state_dict)}), not an "
                             f"ImageNet / COCO init: training from weights trained on VOC labels gives impossible "

@@ -73,6 +73,9 @@ def test_predictions_scores_and_the_table(segmented):
     plain, crf = (json.load(open(work / name)) for name in ("eval_seg.json", "eval_seg_crf.json"))
     assert plain["n_images"] == crf["n_images"] == 3 and plain["setting"] == "scales 1/0.5/0.75, no CRF"
     assert crf["setting"] == "scales 1/0.5/0.75, CRF" and crf["png_dir"].endswith("seg_labels_crf")
+    # any folder of label PNGs scores the same way
+    assert_ok(go("eval_seg.py", segmented, "--dir", str(work / "seg_labels_crf"), f"eval.png_json={work / 'any.json'}"))
+    assert json.load(open(work / "any.json"))["miou"] == crf["miou"]
     table = assert_ok(run("-m", "tools.scores", "--config", "configs/synthetic.yaml", *overrides(segmented)))
     assert "| segmentation (DeepLab-v2) | " in table and "| segmentation (DeepLab-v2) + CRF | " in table
     assert "| val.txt | scales 1/0.5/0.75, CRF |" in table
