@@ -19,7 +19,8 @@ from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.config import Config
 from engine.errors import run_main
 from engine.files import file_record, save_npy
-from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner, image_changes
+from engine.per_image import (OutputFolder, PerImageOutputs, PerImageRunner, image_changes, setting_changes,
+                              weights_changes)
 from engine.precision import amp_dtype, amp_name
 from net.classifier import VWEClassifier
 from net.classifier_weights import load_checkpoint
@@ -36,9 +37,6 @@ def load_model(cfg, n_classes, device, memory_format=torch.contiguous_format, ve
     return model.to(device).to(memory_format=memory_format).eval()
 
 
-CHECKPOINT_KEYS = ("checkpoint", "checkpoint_bytes", "checkpoint_mtime_ns")
-
-
 def cam_settings(cfg, source, names):
     """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and each image
     ({name: image file size}: compared on the names two runs share, so another split is fine)."""
@@ -48,16 +46,8 @@ def cam_settings(cfg, source, names):
 
 def explain_changes(previous, current, changed):
     """What changed since the CAMs of a folder were made, in words."""
-    sentences = []
-    if "checkpoint" in changed:
-        sentences.append(f"they come from another checkpoint, {previous['checkpoint']}")
-    elif any(key in changed for key in CHECKPOINT_KEYS):
-        newer = current["checkpoint_mtime_ns"] > previous.get("checkpoint_mtime_ns", 0)
-        sentences.append("the checkpoint was retrained after these CAMs were made" if newer
-                         else "the checkpoint file was replaced after these CAMs were made")
-    sentences += image_changes(changed)
-    sentences += [f"cam.{key}: {previous[key]!r} -> {current[key]!r}" for key in ("scales", "amp") if key in changed]
-    return sentences
+    return (weights_changes(previous, current, changed, "checkpoint", "checkpoint", "CAMs") + image_changes(changed)
+            + setting_changes(previous, current, changed, "cam", ("scales", "amp")))
 
 
 def infer(ctx, config_dict):

@@ -31,7 +31,8 @@ from engine.cli import add_overwrite_option, build_parser, parse_config
 from engine.config import Config
 from engine.errors import UserError, run_main
 from engine.files import file_record, save_npy
-from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner, image_changes
+from engine.per_image import (OutputFolder, PerImageOutputs, PerImageRunner, image_changes, setting_changes,
+                              weights_changes)
 from engine.precision import amp_dtype, amp_name, autocast
 from net.irn import IRN, load_irn_checkpoint
 from net.pixel_pairs import directions, walk_affinities
@@ -70,14 +71,9 @@ class WalkInputs(Dataset):
 
 def explain_changes(previous, current, changed):
     """What changed since the pseudo masks of a folder were made, in words."""
-    sentences = []
-    if "irn_checkpoint" in changed:
-        sentences.append(f"they come from another relation network, {previous['irn_checkpoint']}")
-    elif any(key.startswith("irn_checkpoint") for key in changed):
-        sentences.append("the relation network was retrained after these masks were made")
-    settings = [f"pseudo_masks.{key}: {previous[key]!r} -> {current[key]!r}" for key in changed
-                if key in ("bkgscore", "beta", "exp_times", "radius", "pad_size", "amp")]
-    return sentences + image_changes(changed) + settings
+    return (weights_changes(previous, current, changed, "irn_checkpoint", "relation network", "masks")
+            + image_changes(changed) + setting_changes(previous, current, changed, "pseudo_masks",
+                                                       ("bkgscore", "beta", "exp_times", "radius", "pad_size", "amp")))
 
 
 @contextlib.contextmanager

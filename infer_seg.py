@@ -32,7 +32,8 @@ from engine.config import Config
 from engine.errors import UserError, run_main
 from engine.files import file_record, prepare_output_dir, save_npy
 from engine.parallel import worker_count
-from engine.per_image import OutputFolder, PerImageOutputs, PerImageRunner, image_changes
+from engine.per_image import (OutputFolder, PerImageOutputs, PerImageRunner, image_changes, setting_changes,
+                              weights_changes)
 from engine.precision import amp_dtype, amp_name, autocast
 from net.deeplab import INPUT_NORMALIZATION, build_deeplab, load_checkpoint, predict_logits, probabilities
 from wsss.crf import check_crf_params, crf_refine
@@ -80,14 +81,10 @@ def read_probabilities(path):
 
 
 def explain_changes(previous, current, changed):
-    sentences = []
-    if "checkpoint" in changed:
-        sentences.append(f"they come from another network, {previous['checkpoint']}")
-    elif any(key.startswith("checkpoint") for key in changed):
-        sentences.append("the network was retrained after these predictions were made")
-    settings = [f"seg.infer.{key}: {previous[key]!r} -> {current[key]!r}" for key in changed
-                if key in ("scales", "flip", "crf", "crf_params", "amp", "probabilities")]
-    return sentences + image_changes(changed) + settings
+    """What changed since the predictions of a folder were made, in words."""
+    return (weights_changes(previous, current, changed, "checkpoint", "network", "predictions") + image_changes(changed)
+            + setting_changes(previous, current, changed, "seg.infer",
+                              ("scales", "flip", "crf", "crf_params", "amp", "probabilities")))
 
 
 def load_model(cfg, n_classes, device, verbose):

@@ -100,9 +100,7 @@ def train(ctx, config_dict, resume="auto"):
     """Train on this process's device; with several processes, each holds one DDP replica."""
     cfg = Config(config_dict)
     work_dir = cfg.exp.work_dir
-    files = TrainingFiles(last=os.path.join(work_dir, "checkpoints", "last.pth"), final=cfg.exp.checkpoint,
-                          log=os.path.join(work_dir, "train_log.jsonl"), config=os.path.join(work_dir, "config.yaml"),
-                          tensorboard=os.path.join(work_dir, "tensorboard"))
+    files = TrainingFiles.in_run_dir(work_dir, cfg.exp.checkpoint)
     # The trainer checks its settings (the batch over the processes, AMP) and seeds the generators, before the
     # model is built.
     trainer = Trainer(ctx, cfg.train, "train", files, config_dict, result_keys=RESULT_KEYS,

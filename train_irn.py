@@ -82,10 +82,7 @@ def build_model(cfg, verbose):
 def train(ctx, config_dict, resume="auto"):
     """Train on this process's device; with several processes, each holds one DDP replica."""
     cfg = Config(config_dict)
-    run_dir = cfg.irn.dir
-    files = TrainingFiles(last=os.path.join(run_dir, "checkpoints", "last.pth"), final=cfg.irn.checkpoint,
-                          log=os.path.join(run_dir, "train_log.jsonl"), config=os.path.join(run_dir, "config.yaml"),
-                          tensorboard=os.path.join(run_dir, "tensorboard"))
+    files = TrainingFiles.in_run_dir(cfg.irn.dir, cfg.irn.checkpoint)
     trainer = Trainer(ctx, cfg.irn.train, "irn.train", files, config_dict, result_keys=RESULT_KEYS,
                       work_dir_key="irn.dir")
     source = build_source(cfg)

@@ -92,10 +92,7 @@ def segmentation_losses(names, balanced):
 def train(ctx, config_dict, resume="auto"):
     """Train on this process's device; with several processes, each holds one DDP replica."""
     cfg = Config(config_dict)
-    run_dir = cfg.seg.dir
-    files = TrainingFiles(last=os.path.join(run_dir, "checkpoints", "last.pth"), final=cfg.seg.checkpoint,
-                          log=os.path.join(run_dir, "train_log.jsonl"), config=os.path.join(run_dir, "config.yaml"),
-                          tensorboard=os.path.join(run_dir, "tensorboard"))
+    files = TrainingFiles.in_run_dir(cfg.seg.dir, cfg.seg.checkpoint)
     trainer = Trainer(ctx, cfg.seg.train, "seg.train", files, config_dict, result_keys=RESULT_KEYS,
                       work_dir_key="seg.dir")
     source = build_source(cfg)

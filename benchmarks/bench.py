@@ -21,7 +21,7 @@ if __name__ == "__main__" and not __package__:
 
 import torch
 
-from benchmarks.measure import in_fresh_process, peak_rss_mb, report
+from benchmarks.measure import in_fresh_process, peak_memory_mb, report, set_up_device, synchronize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,17 +47,6 @@ def build_net(device, channels_last):
     torch.manual_seed(0)  # both modes build the same random weights (no ImageNet download needed)
     model = VWEClassifier(backbone="resnet50", pretrained=False).to(device)
     return model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-
-
-def peak_memory_mb(device):
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return peak_rss_mb()
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure_train(device, setting, mode):
@@ -155,10 +144,7 @@ def run_one(phase, device_name, setting_name, mode_name, threads):
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device_name)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-        torch.cuda.reset_peak_memory_stats(device)
+    set_up_device(device)
     result = PHASES[phase](device, SETTINGS[setting_name], MODES[mode_name])
     result["peak_memory_mb"] = peak_memory_mb(device)
     return result

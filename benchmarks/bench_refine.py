@@ -13,9 +13,7 @@ a time per GPU for pseudo masks). File reading and writing are not timed. Prints
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 if __name__ == "__main__" and not __package__:
     print("error: run the benchmark from the repository root as a module: python -m benchmarks.bench_refine ...",
@@ -25,6 +23,7 @@ if __name__ == "__main__" and not __package__:
 import numpy as np
 import torch
 
+from benchmarks.measure import median_seconds, synchronize
 from datasets import transforms as T
 from net.irn import IRN
 from net.pixel_pairs import directions, walk_affinities
@@ -50,13 +49,9 @@ def scene(height, width, classes, seed=0):
 
 
 def median_rate(function, repeats):
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - tic)
-    return 1 / statistics.median(times), statistics.median(times)
+    """(images/s, median seconds) of one image's work, after a warm-up."""
+    seconds = median_seconds(function, repeats)
+    return 1 / seconds, seconds
 
 
 def main(argv=None):
@@ -81,13 +76,9 @@ def main(argv=None):
     strided = torch.from_numpy(np.ascontiguousarray(cams[:, ::4, ::4])).to(device)
     offsets = directions(RADIUS)
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     def boundary():
         result = model.boundary_map(normalised)
-        sync()
+        synchronize(device)
         return result
 
     boundary_map = boundary()
@@ -96,7 +87,7 @@ def main(argv=None):
         walked = random_walk(walk_seeds(strided, boundary_map), walk_affinities(boundary_map, RADIUS), offsets,
                              BETA, EXP_TIMES)
         normalised_walk(walked, (height, width))
-        sync()
+        synchronize(device)
 
     rows.append(("boundary map (ResNet-50, 2 x 512 canvas)", device.type, *median_rate(boundary, args.repeats)))
     threads = torch.get_num_threads()

@@ -16,9 +16,7 @@ is for the CPU.
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 
 if __name__ == "__main__" and not __package__:
     print("error: run the benchmark from the repository root as a module: python -m benchmarks.bench_seg ...",
@@ -28,7 +26,7 @@ if __name__ == "__main__" and not __package__:
 import numpy as np
 import torch
 
-from benchmarks.measure import in_fresh_process, peak_rss_mb, report
+from benchmarks.measure import in_fresh_process, median_seconds, peak_memory_mb, report, set_up_device
 
 SETTINGS = {"full": {"crop": 321, "batch": 10, "image": (375, 500)},
             "small": {"crop": 161, "batch": 2, "image": (188, 250)}}
@@ -41,28 +39,6 @@ def _device(gpu):
     return torch.device(f"cuda:{gpu}" if gpu is not None else "cpu")
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_seconds(step, repeats, warmup, device):
-    for _ in range(warmup):
-        step()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
-def _peak_mb(device):
-    return torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else peak_rss_mb()
-
-
 def measure(phase, mode, setting, gpu, repeats, threads):
     """One phase in one mode -> {phase, mode, images_per_s, median_s, peak_mb} (runs in a fresh process)."""
     from engine.optim import build_sgd
@@ -72,6 +48,7 @@ def measure(phase, mode, setting, gpu, repeats, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     device = _device(gpu)
+    set_up_device(device)
     sizes = SETTINGS[setting]
     memory_format = torch.contiguous_format if mode == "faithful" else torch.channels_last
     dtype = torch.bfloat16 if mode == "fast" else None
@@ -99,9 +76,9 @@ def measure(phase, mode, setting, gpu, repeats, threads):
                 logits = predict_logits(model.base, image, (1.0, 0.5, 0.75))
             probabilities(logits, sizes["image"]).cpu()
         count = 1
-    seconds = _median_seconds(step, repeats, warmup=2, device=device)
+    seconds = median_seconds(step, repeats, warmup=2, device=device)
     return {"phase": phase, "mode": mode, "images_per_s": count / seconds, "median_s": seconds,
-            "peak_mb": _peak_mb(device)}
+            "peak_mb": peak_memory_mb(device)}
 
 
 def measure_crf(repeats):
@@ -112,12 +89,7 @@ def measure_crf(repeats):
     image = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
     logits = rng.normal(size=(21, 375, 500)).astype(np.float32)
     probs = np.exp(logits) / np.exp(logits).sum(0)
-    times = []
-    for _ in range(repeats + 1):
-        tic = time.perf_counter()
-        crf_refine(image, probs, CRF_PARAMS)
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times[1:])
+    return median_seconds(lambda: crf_refine(image, probs, CRF_PARAMS), repeats)
 
 
 def main(argv=None):

@@ -62,8 +62,8 @@ class PerImageOutputs:
     existing output of an image it does not list is redone: its settings are unknown). overwrite: redo every
     image (the stage's --overwrite; overwrite_key, its config key, is named in the advice too, for
     commands that only pass key=value). explain(previous, current, changed dotted keys) -> sentences
-    that say what changed in words (default: "key: old -> new" for each; image_changes says the per-image
-    record's). inputs: {settings key: what
+    that say what changed in words (default: "key: old -> new" for each; weights_changes, setting_changes and
+    image_changes give a stage's sentences for its weights file, its settings and the per-image record). inputs: {settings key: what
     it records}, for settings that embed the manifest of an input folder (e.g. {"cam_settings": "the CAM
     files in work/cams"}); a change there is said as "<what> were remade since".
     """
@@ -95,6 +95,24 @@ def describe_changes(previous, current, changed):
 def _short(value, limit=60):
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def weights_changes(previous, current, changed, key, weights, outputs):
+    """The sentence an explain function gives for a changed file record (engine.files.file_record under `key`: the
+    weights the outputs were made with), if any: other weights, or the same file rewritten since (retrained
+    when newer, else replaced). weights: what the file is ("checkpoint", "relation network"); outputs: what the
+    folder holds ("CAMs", "masks")."""
+    if key in changed:
+        return [f"they come from another {weights}, {previous[key]}"]
+    if not any(name in changed for name in (f"{key}_bytes", f"{key}_mtime_ns")):
+        return []
+    newer = current.get(f"{key}_mtime_ns", 0) > previous.get(f"{key}_mtime_ns", 0)
+    return [f"the {weights} {'was retrained' if newer else 'file was replaced'} after these {outputs} were made"]
+
+
+def setting_changes(previous, current, changed, section, keys):
+    """"<section>.<key>: old -> new" for each of `keys` that changed (the stage's own settings, by config key)."""
+    return [f"{section}.{key}: {previous[key]!r} -> {current[key]!r}" for key in keys if key in changed]
 
 
 def image_changes(changed):

@@ -181,6 +181,14 @@ class TrainingFiles:
     tensorboard: str = None
     config: str = None
 
+    @classmethod
+    def in_run_dir(cls, run_dir, final):
+        """The usual layout of a run folder: checkpoints/last.pth, train_log.jsonl, config.yaml, tensorboard/;
+        the final weights wherever the config puts them."""
+        return cls(last=os.path.join(run_dir, "checkpoints", "last.pth"), final=final,
+                   log=os.path.join(run_dir, "train_log.jsonl"), config=os.path.join(run_dir, "config.yaml"),
+                   tensorboard=os.path.join(run_dir, "tensorboard"))
+
 
 class Trainer:
     """One stage's training run. Creating it seeds the generators, so build the model after it.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import load_strictly, read_weights
 from engine.errors import UserError
-from net.resnet import BACKBONES, FixedBatchNorm2d
+from net.resnet import BACKBONES, FixedBatchNorm2d, imagenet_state_dict, imagenet_weights
 
 LAYOUTS = ("caffe", "torchvision")
 INPUT_NORMALIZATION = {"caffe": "caffe", "torchvision": "imagenet"}  # layout -> datasets.transforms NORMALIZERS
@@ -297,15 +297,8 @@ def load_init(model, init, missing_hint="set seg.model.init"):
         if base.layout != "torchvision":
             raise UserError("seg.model.init: true means torchvision's ImageNet weights, which fit the torchvision "
                             "layout only; give the caffe layout an init file (deeplabv1_resnet101-coco.pth)")
-        import torchvision.models
-
-        weights = getattr(torchvision.models, BACKBONES[base.backbone_name][1]).IMAGENET1K_V1
-        try:
-            state_dict = weights.get_state_dict(progress=True)
-        except Exception as error:
-            raise UserError(f"could not download the ImageNet weights {weights.url} ({error}); download the file "
-                            f"and set seg.model.init=/path/to/{os.path.basename(weights.url)}") from None
-        path = weights.url
+        state_dict = imagenet_state_dict(base.backbone_name, "seg.model.init")
+        path = imagenet_weights(base.backbone_name).url
     else:
         path = os.fspath(init)
         state_dict, _ = read_weights(path, f"{missing_hint} to an existing init file")

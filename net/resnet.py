@@ -28,14 +28,24 @@ FEATURE_DIM = 2048
 LAYER3_BLOCKS = {"resnet50": 6, "resnet101": 23}  # residual blocks of layer3: what tells the two apart in a state dict
 
 
-def _imagenet_state_dict(weights):
+def imagenet_weights(name):
+    """torchvision's ImageNet V1 weights enum entry of backbone `name` (its url, its state dict)."""
+    import torchvision.models
+
+    return getattr(torchvision.models, BACKBONES[name][1]).IMAGENET1K_V1
+
+
+def imagenet_state_dict(name, key="model.pretrained"):
+    """torchvision's ImageNet V1 state dict of backbone `name`, downloaded on first use; a UserError that says how
+    to do without the network (the file by hand, through the config key `key`) when it cannot be fetched."""
+    weights = imagenet_weights(name)
     try:
         return weights.get_state_dict(progress=True)
     except Exception as error:  # no network, proxy, corrupt download...
         raise UserError(
             f"could not download the ImageNet weights {weights.url} ({error}); download the file "
-            f"by hand and set model.pretrained=/path/to/{os.path.basename(weights.url)}, or "
-            f"model.pretrained=false to start from random weights") from None
+            f"by hand and set {key}=/path/to/{os.path.basename(weights.url)}, or "
+            f"{key}=false to start from random weights") from None
 
 
 def _local_state_dict(path):
@@ -67,13 +77,11 @@ def build_resnet(name="resnet50", pretrained=False, freeze_bn=True):
         raise UserError(f"model.backbone: unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     import torchvision.models
 
-    builder_name, weights_name = BACKBONES[name]
-    builder = getattr(torchvision.models, builder_name)
-    weights = getattr(torchvision.models, weights_name).IMAGENET1K_V1
+    builder = getattr(torchvision.models, BACKBONES[name][0])
     norm_layer = FixedBatchNorm2d if freeze_bn else nn.BatchNorm2d
     resnet = builder(weights=None, norm_layer=norm_layer, zero_init_residual=pretrained is False)
     if pretrained is not False:
-        state = _imagenet_state_dict(weights) if pretrained is True else _local_state_dict(str(pretrained))
+        state = imagenet_state_dict(name) if pretrained is True else _local_state_dict(str(pretrained))
         state = {key: value for key, value in state.items() if not key.startswith("fc.")}
         missing, unexpected = resnet.load_state_dict(state, strict=False)
         missing = [key for key in missing if not key.startswith("fc.")]

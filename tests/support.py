@@ -4,6 +4,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = "configs/synthetic.yaml"
@@ -42,6 +43,22 @@ def start(*args, env=None):
     """Start `python ARGS` from the repository root, without waiting -> the Popen (pipes for stdout, stderr)."""
     return subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
+
+
+def kill_after_first_checkpoint(args, run_dir, env=None, timeout=300):
+    """Start `python ARGS` (a training), SIGKILL it as soon as run_dir/checkpoints/last.pth appears -> the step
+    saved there. No handler runs: what a power loss leaves. Asserts that the run had not finished by then."""
+    import torch
+
+    process = start(*args, env=env)
+    last = run_dir / "checkpoints" / "last.pth"
+    deadline = time.time() + timeout
+    while not last.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not (run_dir / "checkpoints" / "final.pth").exists(), "the run finished before it could be killed"
+    return torch.load(last, weights_only=True)["step"]
 
 
 def run_stage(script, *overrides, config=DEMO_CONFIG, **run_options):

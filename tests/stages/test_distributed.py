@@ -13,7 +13,7 @@ from datasets import synthetic
 from datasets.files import read_name_list
 from engine.files import TEMP_SUFFIX
 from engine.optim import poly_lr
-from tests.support import assert_ok, run, stage, start
+from tests.support import assert_ok, kill_after_first_checkpoint, run, stage, start
 
 pytestmark = pytest.mark.slow
 
@@ -83,15 +83,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(single_run):
 
 def test_killed_run_resumes_to_the_same_weights(single_run):
     root = single_run
-    process = start(*stage("train_cam.py", *overrides(root, "killed"), "train.save_iters=1"), env=ONE_THREAD)
+    saved_step = kill_after_first_checkpoint(stage("train_cam.py", *overrides(root, "killed"), "train.save_iters=1"),
+                                             root / "killed", env=ONE_THREAD)
     last = root / "killed/checkpoints/last.pth"
-    deadline = time.time() + 300
-    while not last.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert not (root / "killed/checkpoints/final.pth").exists(), "the run finished before it could be killed"
-    saved_step = torch.load(last, weights_only=True)["step"]
     assert 0 < saved_step < STEPS_PER_EPOCH * EPOCHS
 
     resumed = run_on("train_cam.py", root, "killed")

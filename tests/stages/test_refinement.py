@@ -2,8 +2,6 @@
 (one process and two give the same weights), pseudo masks by the random walk, their score, resuming and the
 mistakes a user makes on the way."""
 import json
-import signal
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import torch
 
 from datasets import synthetic
 from datasets.files import read_label, read_name_list, save_label_png
-from tests.support import assert_clean_error, assert_ok, run, stage, start
+from tests.support import assert_clean_error, assert_ok, kill_after_first_checkpoint, run, stage
 from wsss.cam_files import load_cam_file
 
 pytestmark = pytest.mark.slow
@@ -119,16 +117,10 @@ def test_mistakes_are_one_line(refined, tmp_path):
 
 def test_a_killed_training_resumes_to_the_same_relation_network(refined, tmp_path):
     """SIGKILL after a resumable checkpoint, then the same command: the weights of the uninterrupted run."""
-    process = start(*stage("train_irn.py", *overrides(refined, f"irn.dir={tmp_path}", "irn.train.save_iters=1")),
-                    env=ONE_THREAD)
+    saved_step = kill_after_first_checkpoint(
+        stage("train_irn.py", *overrides(refined, f"irn.dir={tmp_path}", "irn.train.save_iters=1")), tmp_path,
+        env=ONE_THREAD)
     last = tmp_path / "checkpoints" / "last.pth"
-    deadline = time.time() + 300
-    while not last.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert not (tmp_path / "checkpoints" / "final.pth").exists(), "the run finished before it could be killed"
-    saved_step = torch.load(last, weights_only=True)["step"]
     assert f"resuming {last} at step {saved_step}" in assert_ok(go("train_irn.py", refined, f"irn.dir={tmp_path}"))
     reference = torch.load(refined / "work" / "irn" / "checkpoints" / "final.pth", weights_only=True)["model"]
     resumed = torch.load(tmp_path / "checkpoints" / "final.pth", weights_only=True)["model"]

@@ -2,9 +2,7 @@
 its predictions with and without the CRF, their scores, the test-server submission, one process vs two, a killed
 run resumed, and the mistakes a user makes on the way."""
 import json
-import signal
 import tarfile
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from PIL import Image
 from datasets import synthetic
 from datasets.files import read_label, read_name_list, save_label_png
 from net.deeplab import build_deeplab
-from tests.support import assert_clean_error, assert_ok, run, stage, start
+from tests.support import assert_clean_error, assert_ok, kill_after_first_checkpoint, run, stage
 
 pytestmark = pytest.mark.slow
 
@@ -132,16 +130,10 @@ def test_one_process_and_two_train_the_same_network(segmented, tmp_path):
 
 def test_a_killed_training_resumes_to_the_same_network(segmented, tmp_path):
     """SIGKILL after a resumable checkpoint, then the same command: the weights of the uninterrupted run."""
-    process = start(*stage("train_seg.py", *overrides(segmented, f"seg.dir={tmp_path}", "seg.train.save_iters=1")),
-                    env=ONE_THREAD)
+    saved_step = kill_after_first_checkpoint(
+        stage("train_seg.py", *overrides(segmented, f"seg.dir={tmp_path}", "seg.train.save_iters=1")), tmp_path,
+        env=ONE_THREAD)
     last = tmp_path / "checkpoints" / "last.pth"
-    deadline = time.time() + 300
-    while not last.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert not (tmp_path / "checkpoints" / "final.pth").exists(), "the run finished before it could be killed"
-    saved_step = torch.load(last, weights_only=True)["step"]
     assert f"resuming {last} at step {saved_step}" in assert_ok(go("train_seg.py", segmented, f"seg.dir={tmp_path}"))
     reference = torch.load(segmented / "work" / "seg" / "checkpoints" / "final.pth", weights_only=True)["model"]
     resumed = torch.load(tmp_path / "checkpoints" / "final.pth", weights_only=True)["model"]
