@@ -33,18 +33,21 @@ UNDECODABLE_LIST = "undecodable_images.txt"  # written to exp.work_dir when data
 
 
 def prepare_dataset(cfg):
-    """Generate the synthetic dataset on first use when the config asks for it (dataset.synthetic)."""
+    """Generate the synthetic dataset on first use when the config asks for it (dataset.synthetic), in the
+    layout of dataset.name (VOC's, or COCO's with its masks, labels and lists)."""
     params = cfg.get("dataset.synthetic")
     if params:
-        from datasets import synthetic
+        if cfg.get("dataset.name", "voc") == "coco":
+            from datasets import synthetic_coco as synthetic
+        else:
+            from datasets import synthetic
 
         summary = synthetic.ensure_dataset(cfg.dataset.root_dir, **params)
         if summary["generated"]:
-            what = "regenerated" if summary["changed"] else "generated"
-            print(f"{what} the synthetic dataset in {cfg.dataset.root_dir}: {summary['n_images']} images "
-                  f"(train_aug {summary['n_train_aug']}, train {summary['n_train']}, val {summary['n_val']})"
+            what = "regenerated" if summary.get("changed") else "generated"
+            print(f"{what} the synthetic dataset in {cfg.dataset.root_dir}: {summary['n_images']} images"
                   + (f"; its parameters changed ({', '.join(summary['changed'])}), so results made from the old "
-                     f"images will not be reused" if summary["changed"] else ""), flush=True)
+                     f"images will not be reused" if summary.get("changed") else ""), flush=True)
 
 
 def read_splits(cfg, source):

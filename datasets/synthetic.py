@@ -151,7 +151,7 @@ def _texture_dark(texture, pu, pv, params):
     return np.zeros(pu.shape, dtype=bool)
 
 
-def _sample_object(rng, class_index, height, width):
+def sample_object(rng, class_index, height, width):
     side = min(height, width)
     radius = rng.uniform(0.2, 0.5) * side / 2
     shape, colour, texture = LOOKS[class_index]
@@ -170,7 +170,7 @@ def _sample_object(rng, class_index, height, width):
     )
 
 
-def _render_object(obj, height, width):
+def render_object(obj, height, width):
     """-> (mask (H, W) bool, colour image (H, W, 3) float32 valid inside the mask)."""
     shape, _, texture = LOOKS[obj["cls"]]
     reach = obj["radius"] * 1.35
@@ -217,7 +217,7 @@ def _grey(rng, low, high, spread):
     return rng.uniform(low, high) + rng.normal(0, spread, size=3)
 
 
-def _background(rng, height, width):
+def background(rng, height, width):
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     t = np.cos(angle) * xs / width + np.sin(angle) * ys / height
@@ -271,9 +271,9 @@ def _compose(masks, classes, height, width):
 def make_scene(rng, height, width, max_objects):
     """Draw one scene. -> (image uint8 (H, W, 3), label uint8 (H, W), objects: list of dicts)."""
     n_objects = int(rng.integers(1, max_objects + 1))
-    objects = [_sample_object(rng, int(rng.integers(N_CLASSES)), height, width) for _ in range(n_objects)]
-    image = _background(rng, height, width)
-    rendered = [_render_object(obj, height, width) for obj in objects]
+    objects = [sample_object(rng, int(rng.integers(N_CLASSES)), height, width) for _ in range(n_objects)]
+    image = background(rng, height, width)
+    rendered = [render_object(obj, height, width) for obj in objects]
 
     # Remove objects hidden too much by later ones, the least visible first, until all are fine.
     # The last object is never hidden, so at least one object remains.
@@ -362,7 +362,7 @@ def _check_params(n_train_aug, n_train, n_val, min_size, max_size, max_objects, 
         raise _ParameterError("seed must be >= 0")
 
 
-def _read_manifest(out_dir):
+def read_manifest(out_dir):
     try:
         with open(os.path.join(out_dir, MANIFEST)) as handle:
             return json.load(handle)
@@ -394,7 +394,7 @@ def generate(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, max_si
     params = {key: int(value) for key, value in params.items()}
     out_dir = os.fspath(out_dir)
     images_dir = os.path.join(out_dir, "JPEGImages")
-    old_manifest = _read_manifest(out_dir)
+    old_manifest = read_manifest(out_dir)
     if old_manifest is None and os.path.isdir(images_dir) and os.listdir(images_dir):
         raise UserError(f"{out_dir} holds JPEGImages but no {MANIFEST}: it is not a dataset this project "
                         f"generated, and it is left as it is; to use it, set dataset.synthetic=null (or choose "
@@ -449,7 +449,7 @@ def generate(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, max_si
 
 
 def _is_complete(out_dir, params):
-    manifest = _read_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     if not (isinstance(manifest, dict) and manifest.get("complete") is True
             and manifest.get("version") == FORMAT_VERSION and manifest.get("params") == params):
         return None
@@ -483,7 +483,7 @@ def ensure_dataset(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, 
     manifest = _is_complete(os.fspath(out_dir), params)
     if manifest is not None:
         return dict(manifest.get("summary", {}), generated=False)
-    previous = (_read_manifest(os.fspath(out_dir)) or {}).get("params") or {}
+    previous = (read_manifest(os.fspath(out_dir)) or {}).get("params") or {}
     changed = [f"{key}: {previous[key]} -> {value}" for key, value in params.items()
                if key in previous and previous[key] != value]
     return dict(generate(out_dir, **params), generated=True, changed=changed)

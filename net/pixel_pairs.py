@@ -16,7 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-UNSURE_FROM = 21  # IR-label values from here up (255: unsure) make a pair no target (IRNet's `< 21` test)
+# The IR-label value of unsure pixels: a pair with one makes no target. IRNet tests `< 21` (VOC) and its COCO
+# followers `< 81`; the label datasets refuse every other value above the class count, so on either dataset
+# `!= 255` is that test.
+UNSURE = 255
 LOG_EPS = 1e-5  # inside the logarithms of the losses
 COUNT_EPS = 1e-5  # added to each term's count of pairs, so that a term without any pair is 0
 GATHER_POINTS = 128  # path points gathered at once in pair_affinities: batch 16 of 128 x 128 maps, 107 MB
@@ -196,24 +199,22 @@ def shrink_labels(labels, scale=0.25):
 
 
 def pair_targets(labels, radius):
-    """(N, h, w) stride-4 labels (0 background, 1..20 classes, 255 unsure) -> (bg_pos, fg_pos, neg), three
-    (N, D, h - floor, w - 2 floor) bool maps laid out as pair_affinities' output.
+    """(N, h, w) stride-4 labels (0 background, class ids 1..20 on VOC or 1..80 on COCO, 255 unsure) ->
+    (bg_pos, fg_pos, neg), three (N, D, h - floor, w - 2 floor) bool maps laid out as pair_affinities' output.
 
-    With ls the source's label and ld the destination's: a pair counts when both are < 21 (IRNet's rule:
-    every value from 21 up, 255 included, is unsure); it is positive when ls == ld (bg_pos for background,
-    fg_pos for a class) and negative (neg) when ls != ld.
+    With ls the source's label and ld the destination's: a pair counts when neither is unsure (255); it is
+    positive when ls == ld (bg_pos for background, fg_pos for a class) and negative (neg) when ls != ld.
     """
     _, height, width = labels.shape
     rows, cols = _check_grid(height, width, radius)
     floor = radius_floor(radius)
-    # every unsure value becomes 21, so the maps fit in uint8 (D times the labels' size)
-    compact = torch.where(labels < UNSURE_FROM, labels, UNSURE_FROM).to(torch.uint8)
+    compact = labels.to(torch.uint8)  # ids 0..80 and 255: the maps fit in uint8 (D times the labels' size)
     offsets = directions(radius)
     windows = compact.unfold(1, floor + 1, 1).unfold(2, 2 * floor + 1, 1)  # as in pair_affinities
     destination = windows[:, :, :, _on(offsets[:, 0], compact), _on(offsets[:, 1] + floor, compact)]
     destination = destination.permute(0, 3, 1, 2).contiguous()  # (N, D, rows, cols)
     source = compact[:, None, :rows, floor:floor + cols]
-    valid = (source < UNSURE_FROM) & (destination < UNSURE_FROM)
+    valid = (source != UNSURE) & (destination != UNSURE)
     same = valid & (source == destination)
     return same & (source == 0), same & (source != 0), valid & (source != destination)
 

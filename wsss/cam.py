@@ -19,6 +19,8 @@ def fuse_flip(cam_pair):
 
 def sum_resized(cams_per_scale, size):
     """Bilinearly resize each (C, h_s, w_s) map to `size` and sum over scales -> (C, *size)."""
+    if cams_per_scale[0].shape[0] == 0:  # an image without a class (COCO's unannotated images)
+        return cams_per_scale[0].new_zeros((0, *size))
     return torch.stack([F.interpolate(cams[None], size, mode="bilinear", align_corners=False)[0]
                         for cams in cams_per_scale]).sum(dim=0)
 

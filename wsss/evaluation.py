@@ -14,7 +14,7 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from datasets.files import image_size, read_label
+from datasets.files import IGNORE_INDEX, image_size, read_label
 from engine.errors import UserError
 from engine.files import atomic_open, missing_files, prepare_output_dir, save_json
 from engine.parallel import imap_unordered, worker_count
@@ -61,6 +61,17 @@ def check_same_size(gt, gt_path, prediction_shape, path, image_path=None):
                     f"predictions and labels come from different images")
 
 
+def check_class_ids(label, path, n_classes, advice):
+    """A label map holds class ids 0..n_classes-1 and 255 only (else one error naming the file and the ids)."""
+    if label.size == 0 or int(label.max()) < n_classes:
+        return
+    stray = np.unique(label[(label >= n_classes) & (label != IGNORE_INDEX)])
+    if stray.size:
+        shown = ", ".join(str(value) for value in stray[:5].tolist()) + (", ..." if stray.size > 5 else "")
+        raise UserError(f"label {path} holds ids {shown} above {n_classes - 1} (the dataset's class ids are "
+                        f"0..{n_classes - 1}, 255 unscored); {advice}")
+
+
 def image_confusions(name, pred_dir, gt_dir, kind, thresholds, n_classes, source=None):
     """One image -> (T, n, n) confusions for CAMs (one per threshold), (1, n, n + 1) for a label PNG.
     n_classes counts background; source (optional) finds the image, to say which side is wrong on a size
@@ -69,8 +80,10 @@ def image_confusions(name, pred_dir, gt_dir, kind, thresholds, n_classes, source
     gt_path = os.path.join(gt_dir, name + ".png")
     image_path = source.image_path(name) if source is not None else None
     gt = read_label(gt_path)
+    check_class_ids(gt, gt_path, n_classes, source.masks_hint if source is not None else "check eval.gt_dir")
     if kind == "png":
         prediction = read_label(path)
+        check_class_ids(prediction, path, n_classes, "it was made for another dataset (dataset.name): make it again")
         check_same_size(gt, gt_path, prediction.shape, path, image_path)
         return label_confusion(gt, prediction, n_classes)[None]
     high_res, keys = read_cam(path, n_classes - 1)
@@ -165,6 +178,10 @@ def evaluate(names, pred_dir, gt_dir, source, json_path, kind="cam", thresholds=
     if not os.path.isdir(gt_dir):
         raise UserError(f"ground-truth folder {gt_dir} does not exist; set eval.gt_dir. {source.help}")
     names, missing = present_predictions(names, pred_dir, kind, allow_missing, what, producer)
+    no_gt = missing_files(names, gt_dir, ".png")
+    if no_gt:
+        raise UserError(f"{len(no_gt)} of the {len(names)} images scored have no ground truth in {gt_dir} (e.g. "
+                        f"{', '.join(no_gt[:3])}); {source.missing_masks_hint}")
     prepare_output_dir(os.path.dirname(os.path.abspath(json_path)), "eval.json")  # before the work, not after it
     confusions = score_images(names, pred_dir, gt_dir, source.n_classes + 1, kind, thresholds, num_workers,
                               source=source)

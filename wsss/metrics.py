@@ -157,10 +157,28 @@ def sweep_confusions(gt, high_res, keys, thresholds, n_classes):
     return confusions
 
 
-def format_table(result, columns):
-    """The per-class IoU table under the `columns` names (background first), ending with mIoU."""
+ONE_LINE_WIDTH = 132  # characters: a table this wide stays on one line (VOC's 21 classes: 122)
+BLOCK_WIDTH = 100     # a wider one (COCO's 81 classes) wraps into blocks of columns this wide
+
+
+def format_table(result, columns, one_line=ONE_LINE_WIDTH, width=BLOCK_WIDTH):
+    """The per-class IoU table under the `columns` names (background first), ending with mIoU; a table wider
+    than `one_line` characters wraps into blocks of at most `width`, one under the other (the JSON keeps
+    every value)."""
     headers = list(columns) + ["mIoU"]
     values = list(result["iou"]) + [result["miou"]]
     cells = ["-" if value is None else f"{value:.1f}" for value in values]
     widths = [max(len(header), len(cell)) for header, cell in zip(headers, cells)]
-    return "\n".join(" ".join(text.rjust(width) for text, width in zip(row, widths)) for row in (headers, cells))
+    width = max(width, one_line) if sum(widths) + len(widths) - 1 <= one_line else width
+    blocks, start, used = [], 0, 0
+    for index, cell_width in enumerate(widths):
+        if used and used + 1 + cell_width > width:
+            blocks.append((start, index))
+            start, used = index, 0
+        used += cell_width + (1 if used else 0)
+    blocks.append((start, len(widths)))
+    lines = []
+    for begin, end in blocks:
+        for row in (headers, cells):
+            lines.append(" ".join(text.rjust(w) for text, w in zip(row[begin:end], widths[begin:end])))
+    return "\n".join(lines)

@@ -51,7 +51,7 @@ SCHEMA = {
     "exp.cam_dir": Path(),
 
     "dataset": Section(),
-    "dataset.name": Choice("voc"),  # the image and label source (datasets.SOURCES)
+    "dataset.name": Choice("voc", "coco"),  # the image and label source (datasets.SOURCES)
     "dataset.root_dir": Path(),
     "dataset.cls_labels": Path(),
     "dataset.n_classes": Integer(min=1),  # optional: checked against the source's class count

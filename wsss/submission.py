@@ -20,6 +20,9 @@ def submission_folder(top, comp="comp6"):
 
 def submission_names(source, split):
     """The names of the test split, every image there (else one error saying where the test images come from)."""
+    if source.name != "voc":
+        raise UserError(f"--submission makes an entry for the PASCAL VOC evaluation server; dataset.name is "
+                        f"{source.name}, whose papers report val (python eval_seg.py scores it)")
     names = source.read_names(split)
     missing = [name for name in names if not os.path.isfile(source.image_path(name))]
     if missing:

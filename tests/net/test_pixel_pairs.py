@@ -34,7 +34,7 @@ def naive_targets(labels, radius):
         for i in range(rows):
             for j in range(cols):
                 source, dest = labels[i, j + floor], labels[i + dy, j + floor + dx]
-                if source < 21 and dest < 21:
+                if source != 255 and dest != 255:
                     if source == dest:
                         (bg_pos if source == 0 else fg_pos)[d, i, j] = True
                     else:
@@ -195,13 +195,23 @@ def test_pair_targets_on_a_hand_made_label_map():
 
 def test_pair_targets_equal_the_per_pair_rule_at_radius_10():
     rng = np.random.default_rng(3)
-    labels = rng.choice(np.array([0, 0, 3, 3, 12, 21, 200, 255]), size=(2, 14, 25))  # 21 and 200: unsure too
+    labels = rng.choice(np.array([0, 0, 3, 3, 12, 21, 80, 255]), size=(2, 14, 25))  # 21 and 80: COCO classes
     masks = pair_targets(torch.from_numpy(labels), 10)
     for index in range(2):
         for mask, expected in zip(masks, naive_targets(labels[index], 10)):
             np.testing.assert_array_equal(mask[index].numpy(), expected)
     bg_pos, fg_pos, neg = masks
     assert not (bg_pos & fg_pos).any() and not ((bg_pos | fg_pos) & neg).any()
+
+
+def test_coco_class_ids_above_20_make_pairs():
+    """IRNet's `< 21` would call COCO's classes 21..80 unsure; only 255 is."""
+    labels = torch.tensor([[[80, 80, 21, 21]] * 3], dtype=torch.uint8)
+    bg_pos, fg_pos, neg = pair_targets(labels, 2)  # sources (0..1, 1..2), as in the test above
+    right, down_left, down = 0, 1, 2
+    assert neg[0, right, 0, 0] and fg_pos[0, down, 0, 0]          # (0,1)=80 -> (0,2)=21, (1,1)=80
+    assert fg_pos[0, right, 0, 1] and neg[0, down_left, 0, 1]     # (0,2)=21 -> (0,3)=21, (1,1)=80
+    assert not bg_pos.any() and (fg_pos | neg).all()
 
 
 def test_loss_terms_on_hand_made_numbers():

@@ -44,3 +44,10 @@ def test_cam_record_keeps_present_classes_and_sums_scales():
 def test_sum_resized_of_identical_sizes_is_a_plain_sum():
     a, b = torch.rand(3, 4, 4), torch.rand(3, 4, 4)
     assert torch.allclose(sum_resized([a, b], (4, 4)), a + b)
+
+
+def test_an_image_without_a_class_gets_an_empty_record():
+    """COCO's unannotated images: no key, empty maps at the image's size (every later stage reads them)."""
+    record = cam_record([torch.rand(80, 4, 5), torch.rand(80, 2, 3)], torch.zeros(80), (13, 18))
+    assert record["keys"].tolist() == [] and record["keys"].dtype == np.int64
+    assert record["cam"].shape == (0, 4, 5) and record["high_res"].shape == (0, 13, 18)
