@@ -45,7 +45,10 @@ def prepare_dataset(cfg):
         summary = synthetic.ensure_dataset(cfg.dataset.root_dir, **params)
         if summary["generated"]:
             what = "regenerated" if summary.get("changed") else "generated"
-            print(f"{what} the synthetic dataset in {cfg.dataset.root_dir}: {summary['n_images']} images"
+            splits = ([f"{split}2014 {count}" for split, count in summary["images"].items()] if "images" in summary
+                      else [f"{split} {summary['n_' + split]}" for split in ("train_aug", "train", "val")])
+            print(f"{what} the synthetic dataset in {cfg.dataset.root_dir}: {summary['n_images']} images "
+                  f"({', '.join(splits)})"
                   + (f"; its parameters changed ({', '.join(summary['changed'])}), so results made from the old "
                      f"images will not be reused" if summary.get("changed") else ""), flush=True)
 

@@ -2,9 +2,10 @@
 
     python -m benchmarks.bench_eval                          # 1,464 VOC-size images (VOC train), cached in /tmp
     python -m benchmarks.bench_eval --n-images 200 --json bench_eval.json
+    python -m benchmarks.bench_eval --dataset coco --n-images 800   # COCO-size images, 81 classes
 
-Data: synthetic 500x375 scenes of 1 to 3 classes, ground truth as VOC palette PNGs with a 255 band
-on every boundary, and CAM files exactly as infer_cam.py writes them (wsss.cam.cam_record on
+Data: synthetic scenes, ground truth as palette PNGs with a 255 band on every boundary (--dataset voc:
+500x375, 1 to 3 of 20 classes; coco: 640x480, 1 to 5 of 80 classes, COCO's ~3 per image on average), and CAM files exactly as infer_cam.py writes them (wsss.cam.cam_record on
 random low-resolution maps that loosely follow the ground truth, pickled with engine.files.save_npy).
 They are generated once into --data-dir and reused; the files are read once before timing so every
 measurement finds them in the page cache.
@@ -39,7 +40,12 @@ import numpy as np
 
 from benchmarks.measure import in_fresh_process, peak_rss_mb, report
 
-IMAGE_SIZE = (375, 500)  # VOC's most common size, (H, W)
+DATASETS = {  # (H, W) of every image (VOC's and COCO's most common), foreground classes, classes per image at most
+    "voc": {"image_size": (375, 500), "n_classes": 20, "max_classes": 3, "n_images": 1464,
+            "data_dir": "/tmp/vwe_bench_eval"},
+    "coco": {"image_size": (480, 640), "n_classes": 80, "max_classes": 5, "n_images": 800,
+             "data_dir": "/tmp/vwe_bench_eval_coco"},
+}
 SCALES = (1.0, 0.5, 1.5, 2.0)
 NETWORK_STRIDE = 16  # the low-resolution maps the network would give
 BAND_RADIUS = 1  # the 255 band: pixels with another label within this distance (2-3 px wide, as VOC's)
@@ -51,11 +57,12 @@ MANIFEST = "bench_eval.json"
 # ---------------------------------------------------------------------------------------------
 # Data
 
-def scene_label(rng, height, width):
-    """(H, W) uint8 ground truth: 1-3 classes, each an ellipse or two, background 0, a 255 boundary band."""
+def scene_label(rng, height, width, n_classes=20, max_classes=3):
+    """(H, W) uint8 ground truth: 1..max_classes classes, each an ellipse or two, background 0, a 255 boundary
+    band."""
     label = np.zeros((height, width), dtype=np.uint8)
     rows, cols = np.mgrid[:height, :width]
-    classes = rng.choice(np.arange(1, 21), size=int(rng.integers(1, 4)), replace=False)
+    classes = rng.choice(np.arange(1, n_classes + 1), size=int(rng.integers(1, max_classes + 1)), replace=False)
     for class_id in classes:
         for _ in range(int(rng.integers(1, 3))):
             center_row, center_col = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
@@ -71,7 +78,7 @@ def scene_label(rng, height, width):
     return label
 
 
-def scene_cam_record(rng, label):
+def scene_cam_record(rng, label, n_classes=20):
     """The CAM dict infer_cam.py would write for `label`'s classes, from random low-resolution maps
     (half noise, half the downsampled class mask) at the four inference scales."""
     import torch
@@ -80,7 +87,7 @@ def scene_cam_record(rng, label):
 
     height, width = label.shape
     present = sorted(set(np.unique(label).tolist()) - {0, 255})
-    multi_hot = torch.zeros(20)
+    multi_hot = torch.zeros(n_classes)
     multi_hot[[class_id - 1 for class_id in present]] = 1
     maps = []
     for scale in SCALES:
@@ -89,8 +96,8 @@ def scene_cam_record(rng, label):
         sample_rows = np.linspace(0, height - 1, low_height).astype(int)
         sample_cols = np.linspace(0, width - 1, low_width).astype(int)
         coarse = label[np.ix_(sample_rows, sample_cols)]
-        masks = np.stack([coarse == class_id for class_id in range(1, 21)]).astype(np.float32)
-        noise = rng.random((20, low_height, low_width), dtype=np.float32)
+        masks = np.stack([coarse == class_id for class_id in range(1, n_classes + 1)]).astype(np.float32)
+        noise = rng.random((n_classes, low_height, low_width), dtype=np.float32)
         maps.append(torch.from_numpy(0.5 * masks + 0.5 * noise))
     return cam_record(maps, multi_hot, (height, width))
 
@@ -103,23 +110,25 @@ def image_names(n_images):
     return [f"2011_{index:06d}" for index in range(1, n_images + 1)]
 
 
-def data_settings(seed):
-    return {"version": DATA_VERSION, "seed": seed, "image_size": list(IMAGE_SIZE), "scales": list(SCALES)}
+def data_settings(seed, dataset="voc"):
+    spec = DATASETS[dataset]
+    settings = {"version": DATA_VERSION, "seed": seed, "image_size": list(spec["image_size"]), "scales": list(SCALES)}
+    return settings if dataset == "voc" else {**settings, "n_classes": spec["n_classes"]}  # VOC caches stay valid
 
 
-def check_data_dir(data_dir, seed):
+def check_data_dir(data_dir, seed, dataset="voc"):
     """A cache made with other settings is not reused (nor overwritten): -> error message or None."""
     manifest_path = os.path.join(data_dir, MANIFEST)
     if not os.path.isfile(manifest_path):
         return None
     with open(manifest_path) as handle:
         previous = json.load(handle)
-    if {key: previous.get(key) for key in data_settings(seed)} != data_settings(seed):
+    if {key: previous.get(key) for key in data_settings(seed, dataset)} != data_settings(seed, dataset):
         return f"{data_dir} holds benchmark data made with other settings; remove it or pass another --data-dir"
     return None
 
 
-def prepare_data(data_dir, n_images, seed=0):
+def prepare_data(data_dir, n_images, seed=0, dataset="voc"):
     """Generate the images of `data_dir` that are not there yet (each from its own seed, so a larger
     --n-images extends a cache); -> (names, seconds spent generating)."""
     import torch
@@ -129,6 +138,7 @@ def prepare_data(data_dir, n_images, seed=0):
 
     cam_dir, gt_dir = data_paths(data_dir)
     names = image_names(n_images)
+    spec = DATASETS[dataset]
     torch.set_num_threads(1)
     started = time.perf_counter()
     made = 0
@@ -137,13 +147,13 @@ def prepare_data(data_dir, n_images, seed=0):
         if os.path.isfile(cam_path) and os.path.isfile(gt_path):
             continue
         rng = np.random.default_rng((seed, index))
-        label = scene_label(rng, *IMAGE_SIZE)
-        save_npy(cam_path, scene_cam_record(rng, label), allow_pickle=True)
+        label = scene_label(rng, *spec["image_size"], spec["n_classes"], spec["max_classes"])
+        save_npy(cam_path, scene_cam_record(rng, label, spec["n_classes"]), allow_pickle=True)
         save_label_png(gt_path, label)
         made += 1
         if made % 200 == 0:
             print(f"  generated {made} images", flush=True)
-    save_json(os.path.join(data_dir, MANIFEST), data_settings(seed))
+    save_json(os.path.join(data_dir, MANIFEST), data_settings(seed, dataset))
     return names, time.perf_counter() - started if made else 0.0
 
 
@@ -189,7 +199,7 @@ def authors_confusion(pred_labels, gt_labels, n_class=21):
     return confusion
 
 
-def authors_evaluation(names, cam_dir, gt_dir, bkgscore):
+def authors_evaluation(names, cam_dir, gt_dir, bkgscore, n_class=21):
     """The authors' loop: every label read first and kept, then every CAM turned into an int64 label map
     (padded background channel, argmax, keys lookup) and kept, then one confusion at the end."""
     gt_labels = [authors_read_label(os.path.join(gt_dir, name + ".png")) for name in names]
@@ -200,7 +210,7 @@ def authors_evaluation(names, cam_dir, gt_dir, bkgscore):
         keys = np.pad(cam_dict["keys"] + 1, (1, 0), mode="constant")
         cls_labels = np.argmax(cams, axis=0)
         preds.append(keys[cls_labels].copy())
-    return authors_confusion(preds, gt_labels)
+    return authors_confusion(preds, gt_labels, n_class)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,24 +252,25 @@ class ChildPeakMemory:
         self._thread.join()
 
 
-def run_one(method, data_dir, n_images):
+def run_one(method, data_dir, n_images, dataset="voc"):
     """One measurement in a fresh process -> wall time, mIoU, confusion checksum, peak memory."""
     from wsss import evaluation  # the same imports (numpy, PIL, torch via wsss.cam) for every method
     from wsss.metrics import scores, sweep_grid
 
     names = image_names(n_images)
     cam_dir, gt_dir = data_paths(data_dir)
+    n_ids = DATASETS[dataset]["n_classes"] + 1  # background included
     with ChildPeakMemory() as workers:
         started = time.perf_counter()
         if method.startswith("authors"):
             if method == "authors+malloc":
                 evaluation.keep_freed_memory()
-            confusions = authors_evaluation(names, cam_dir, gt_dir, BKGSCORE)[None]
+            confusions = authors_evaluation(names, cam_dir, gt_dir, BKGSCORE, n_ids)[None]
             thresholds = [BKGSCORE]
         else:
             thresholds = sweep_grid() if method == "sweep36" else [BKGSCORE]
             num_workers = 0 if method == "ours x1" else None
-            confusions = evaluation.score_images(names, cam_dir, gt_dir, 21, "cam", thresholds, num_workers,
+            confusions = evaluation.score_images(names, cam_dir, gt_dir, n_ids, "cam", thresholds, num_workers,
                                                  progress=False)
         seconds = time.perf_counter() - started
     confusion = confusions[thresholds.index(BKGSCORE)]
@@ -292,27 +303,36 @@ def format_table(rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-images", type=int, default=1464, help="images scored (default 1464, VOC train)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="voc",
+                        help="image size and classes: VOC's (500x375, 21) or COCO's (640x480, 81)")
+    parser.add_argument("--n-images", type=int, default=None,
+                        help="images scored (default 1464, VOC train; 800 for coco)")
     parser.add_argument("--small", type=int, default=None,
                         help="the smaller count for the memory comparison (default a quarter of --n-images)")
-    parser.add_argument("--data-dir", default="/tmp/vwe_bench_eval", help="generated data, kept for reruns")
+    parser.add_argument("--data-dir", default=None,
+                        help="generated data, kept for reruns (default /tmp/vwe_bench_eval[_coco])")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the median time is kept")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
+    spec = DATASETS[args.dataset]
+    args.n_images = args.n_images or spec["n_images"]
+    args.data_dir = args.data_dir or spec["data_dir"]
     small = args.small or max(1, args.n_images // 4)
     if args.n_images < 1 or not 1 <= small <= args.n_images or args.repeats < 1:
         parser.error("need --n-images >= 1, 1 <= --small <= --n-images and --repeats >= 1")
 
-    problem = check_data_dir(args.data_dir, seed=0)
+    problem = check_data_dir(args.data_dir, 0, args.dataset)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    print(f"data: {args.n_images} images of {IMAGE_SIZE[1]}x{IMAGE_SIZE[0]} in {args.data_dir}", flush=True)
-    names, generate_s = in_fresh_process(prepare_data, args.data_dir, args.n_images, 0)
+    height, width = spec["image_size"]
+    print(f"data: {args.n_images} images of {width}x{height}, {spec['n_classes'] + 1} classes, in {args.data_dir}",
+          flush=True)
+    names, generate_s = in_fresh_process(prepare_data, args.data_dir, args.n_images, 0, args.dataset)
     cache_bytes = warm_page_cache(args.data_dir, names)
     results = {"cpu": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} usable cores",
                "python": platform.python_version(), "numpy": np.__version__, "n_images": args.n_images,
-               "small": small, "repeats": args.repeats, "bkgscore": BKGSCORE, "data_dir": args.data_dir,
+               "dataset": args.dataset, "small": small, "repeats": args.repeats, "bkgscore": BKGSCORE, "data_dir": args.data_dir,
                "generate_s": generate_s, "data_mb": cache_bytes / 2 ** 20}
     print(f"  {cache_bytes / 2 ** 20:.0f} MB of CAM and label files ({generate_s:.0f} s generating)", flush=True)
     started = time.perf_counter()
@@ -321,7 +341,7 @@ def main(argv=None):
     runs = {key: [] for key in plan}
     for repeat in range(args.repeats):  # round robin, so that a busy spell of the machine hits every method
         for method, count in plan:
-            row = in_fresh_process(run_one, method, args.data_dir, count)
+            row = in_fresh_process(run_one, method, args.data_dir, count, args.dataset)
             runs[(method, count)].append(row)
             print(f"  [{repeat + 1}/{args.repeats}] {method} on {count} images: {row['seconds']:.2f} s", flush=True)
     results["measurements"] = [summarize(method, count, repeats) for (method, count), repeats in runs.items()]

@@ -17,6 +17,7 @@ install it: pip install pycocotools).
 import hashlib
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -83,6 +84,12 @@ def instance_mask(segmentation, height, width):
     """(H, W) bool mask of one annotation's `segmentation`: polygons, uncompressed RLE (crowd regions) or
     compressed RLE, decoded as pycocotools' COCO.annToMask does."""
     mask_api = _mask_api()
+    with warnings.catch_warnings():  # pycocotools 2.0.x under numpy 2 warns about __array__'s copy keyword
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _decode(mask_api, segmentation, height, width)
+
+
+def _decode(mask_api, segmentation, height, width):
     if isinstance(segmentation, list):  # polygons: one object may have several parts
         rle = mask_api.merge(mask_api.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
@@ -150,6 +157,11 @@ def read_instances(path):
                 | ({"area": annotation["area"]} if "area" in annotation else {}))
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{path}: an image or annotation lacks a field ({error}); download the file again") from None
+    unknown = {annotation["category_id"] for image_annotations in annotations.values()
+               for annotation in image_annotations} - set(CATEGORY_TO_LABEL)
+    if unknown:
+        raise UserError(f"{path}: annotations of category ids {sorted(unknown)[:5]} that are not among its categories; "
+                        f"download the file again")
     stray = set(annotations) - set(images)
     if stray:
         raise UserError(f"{path}: {len(stray)} annotations point at images the file does not list "

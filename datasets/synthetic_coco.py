@@ -221,21 +221,29 @@ def generate(out_dir, n_train=480, n_val=64, min_size=80, max_size=128, max_obje
 
 
 def ensure_dataset(out_dir, n_train=480, n_val=64, min_size=80, max_size=128, max_objects=3, seed=0,
-                   num_workers=0):
+                   num_workers=0, **unknown):
     """Generate unless out_dir holds a complete set made with these parameters -> prepare's summary with
-    generated=True/False and n_images."""
+    generated=True/False, n_images and, when a set of other parameters was replaced, changed=["seed: 0 -> 1"]."""
+    if unknown:
+        raise UserError(f"dataset.synthetic.{sorted(unknown)[0]} is not a parameter of the COCO-layout generator "
+                        f"(datasets/synthetic_coco.py takes {', '.join(DEFAULTS)})")
     params = dict(n_train=n_train, n_val=n_val, min_size=min_size, max_size=max_size, max_objects=max_objects,
                   seed=seed)
     _check_params(**params)
+    params = {key: int(value) for key, value in params.items()}
     manifest = read_manifest(os.fspath(out_dir))
+    manifest = manifest if isinstance(manifest, dict) else {}
     lists_there = all(os.path.isfile(os.path.join(out_dir, f"{name}.txt")) for name in ("train_all", "val_all"))
-    if (isinstance(manifest, dict) and manifest.get("complete") is True and manifest.get("version") == FORMAT_VERSION
-            and manifest.get("params") == {key: int(value) for key, value in params.items()} and lists_there
+    if (manifest.get("complete") is True and manifest.get("version") == FORMAT_VERSION
+            and manifest.get("params") == params and lists_there
             and os.path.isfile(os.path.join(out_dir, "cls_labels.npy"))):
-        summary, generated = manifest.get("summary", {}), False
+        summary, generated, changed = manifest.get("summary", {}), False, []
     else:
+        previous = manifest.get("params") or {}
+        changed = [f"{key}: {previous[key]} -> {value}" for key, value in params.items()
+                   if key in previous and previous[key] != value]
         summary, generated = generate(out_dir, **params, num_workers=num_workers), True
-    return dict(summary, generated=generated, n_images=sum(summary.get("images", {}).values()))
+    return dict(summary, generated=generated, changed=changed, n_images=sum(summary.get("images", {}).values()))
 
 
 def main(argv=None):

@@ -149,3 +149,53 @@ def test_missing_files_are_an_error_or_skipped_when_allowed(eval_set, tmp_path, 
         (cam_dir / f"{name}.npy").unlink(missing_ok=True)
     with pytest.raises(UserError, match=f"{len(names)} of {len(names)} CAM files are missing"):
         evaluate_set(eval_set, tmp_path, pred_dir=str(cam_dir), allow_missing=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO: 81 classes
+
+def coco_set(tmp_path, gt_maps, predicted_maps):
+    """A COCO source whose masks and predicted label PNGs are the given maps (val images 1..n)."""
+    from datasets.coco import COCO, image_name
+
+    root = tmp_path / "coco"
+    names = [image_name("val", index + 1) for index in range(len(gt_maps))]
+    for name, gt, prediction in zip(names, gt_maps, predicted_maps):
+        save_label_png(str(root / "SegmentationClass" / f"{name}.png"), np.asarray(gt, np.uint8))
+        save_label_png(str(tmp_path / "pred" / f"{name}.png"), np.asarray(prediction, np.uint8))
+    return names, COCO(str(root)), str(root / "SegmentationClass"), str(tmp_path / "pred")
+
+
+def test_coco_scores_81_classes_on_hand_made_confusions(tmp_path, capsys):
+    # image 1: background, person (1) and toothbrush (80); image 2: car (3) half missed, 255 unscored
+    gt = [[[0, 0, 1, 1, 80, 80]], [[3, 3, 3, 3, 255, 0]]]
+    predicted = [[[0, 1, 1, 1, 80, 3]], [[3, 3, 0, 0, 80, 0]]]
+    names, source, gt_dir, pred_dir = coco_set(tmp_path, gt, predicted)
+    result = evaluate(names, pred_dir, gt_dir, source, str(tmp_path / "scores.json"), "png", [None], num_workers=0)
+    iou = result["iou"]
+    assert len(iou) == 81 and result["n_images"] == 2
+    # IoU = TP / (gt + predicted - TP), pixels under a 255 not counted: background 2 / (3 + 4 - 2), person
+    # 2 / (2 + 3 - 2), car 2 / (4 + 3 - 2), toothbrush 1 / (2 + 1 - 1)
+    assert iou[0] == pytest.approx(100 * 2 / 5) and iou[1] == pytest.approx(100 * 2 / 3)
+    assert iou[3] == pytest.approx(100 * 2 / 5) and iou[80] == pytest.approx(100 * 1 / 2)
+    assert all(value is None for index, value in enumerate(iou) if index not in (0, 1, 3, 80))
+    assert result["miou"] == pytest.approx(100 * (2 / 5 + 2 / 3 + 2 / 5 + 1 / 2) / 4)
+    assert len(json.loads((tmp_path / "scores.json").read_text())["iou"]) == 81
+    table = capsys.readouterr().out.split("mIoU ")[0]
+    assert max(len(line) for line in table.splitlines()) <= 100 and "tbrush" in table and "person" in table
+
+
+def test_coco_masks_with_raw_category_ids_are_refused(tmp_path):
+    names, source, gt_dir, pred_dir = coco_set(tmp_path, [[[0, 1, 85, 90]]], [[[0, 1, 1, 1]]])
+    with pytest.raises(UserError, match=r"label .*COCO_val2014_000000000001.png holds ids 85, 90 above 80 .*not "
+                                        r"COCO's category ids 1..90 .*tools.prepare_coco"):
+        evaluate(names, pred_dir, gt_dir, source, str(tmp_path / "scores.json"), "png", [None], num_workers=0)
+    assert not (tmp_path / "scores.json").exists()
+
+
+def test_images_without_a_mask_are_counted_before_scoring(tmp_path):
+    names, source, gt_dir, pred_dir = coco_set(tmp_path, [[[0, 1]], [[0, 0]]], [[[0, 1]], [[0, 0]]])
+    (tmp_path / "coco" / "SegmentationClass" / f"{names[1]}.png").unlink()
+    with pytest.raises(UserError, match=r"1 of the 2 images scored have no ground truth .*COCO_val2014_000000000002\); "
+                                        r"masks of the default recipe leave out the images without annotations"):
+        evaluate(names, pred_dir, gt_dir, source, str(tmp_path / "scores.json"), "png", [None], num_workers=0)

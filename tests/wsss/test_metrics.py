@@ -145,3 +145,18 @@ def test_sweep_with_many_and_non_positive_thresholds_and_float64_cams():
         confusions = sweep_confusions(gt, cams, keys, thresholds, VOC_IDS)
         for threshold, confusion in zip(thresholds, confusions):
             assert np.array_equal(confusion, confusion_matrix(gt, cam_to_label(cams, keys, threshold), VOC_IDS))
+
+
+def test_a_table_of_81_classes_wraps_into_blocks_that_fit_a_terminal():
+    from datasets.coco import TABLE_COLUMNS as COCO_COLUMNS
+
+    result = {"iou": [12.5] * 40 + [None] * 41, "miou": 12.5}
+    lines = format_table(result, COCO_COLUMNS).splitlines()
+    assert len(lines) % 2 == 0 and len(lines) <= 12 and max(len(line) for line in lines) <= 100
+    headers = " ".join(lines[0::2]).split()
+    cells = " ".join(lines[1::2]).split()
+    assert headers == list(COCO_COLUMNS) + ["mIoU"] and cells == ["12.5"] * 40 + ["-"] * 41 + ["12.5"]
+    for header_line, cell_line in zip(lines[0::2], lines[1::2]):
+        assert len(header_line) == len(cell_line)  # each block's columns line up
+    voc = format_table({"iou": [50.0] * 21, "miou": 50.0}, TABLE_COLUMNS).splitlines()
+    assert len(voc) == 2  # VOC's 21 classes stay on one line
