@@ -109,7 +109,7 @@ def infer(ctx, config_dict, submission=False):
     source = build_source(cfg)
     source.check_root()
     if submission:
-        names = submission_names(source, cfg.seg.submission.split)
+        names = submission_names(source, cfg.get("seg.submission.split"))
         final = submission_folder(cfg.seg.submission.dir, cfg.seg.submission.comp)
         folders = {"plain": None if settings.crf else final, "crf": final if settings.crf else None, "prob": None}
         outputs = [OutputFolder(final, "seg.submission.dir", "test predictions")]

@@ -182,26 +182,9 @@ def _read_recipe(mask_dir):
         return None
 
 
-def prepare(root, recipe=None, mask_dir=None, num_workers=0, overwrite=False, splits=SPLITS, progress=None):
-    """Write the masks (mask_dir, default ROOT/SegmentationClass), ROOT/cls_labels.npy and the split lists
-    (LIST_NAMES) of a COCO root -> a summary dict (counts, list digests, the recipe).
-
-    Resumable: masks already in mask_dir are kept when the folder's recipe is this one; masks of another
-    recipe are an error unless overwrite (then every mask is rewritten). Every file is written atomically."""
-    recipe = check_recipe(recipe)
-    root = os.fspath(root)
-    mask_dir = os.fspath(mask_dir) if mask_dir else os.path.join(root, "SegmentationClass")
-    if not os.path.isdir(root):
-        raise UserError(f"--root {root} does not exist; point it at the COCO 2014 root")
-    _mask_api()  # pycocotools, before any work
-    previous = _read_recipe(mask_dir)
-    if previous is not None and previous != recipe and not overwrite:
-        changed = ", ".join(f"{key} {previous.get(key)} -> {recipe[key]}" for key in recipe
-                            if previous.get(key) != recipe[key])
-        raise UserError(f"{mask_dir} holds masks of another recipe ({changed}); pass --overwrite to remake them, "
-                        f"or --mask-dir for a folder of their own")
-    parsed = {split: read_instances(annotation_path(root, split)) for split in splits}
-    for split, (images, _) in parsed.items():  # every listed image must be there, before anything is written
+def check_images(root, parsed):
+    """Every image the annotation files list is in its folder, under its COCO 2014 name (else one error)."""
+    for split, (images, _) in parsed.items():
         folder = os.path.join(root, IMAGE_FOLDERS[split])
         stems = [stem for stem, _, _ in images.values()]
         missing = missing_files(stems, folder, ".jpg")
@@ -213,15 +196,15 @@ def prepare(root, recipe=None, mask_dir=None, num_workers=0, overwrite=False, sp
         if wrong:
             raise UserError(f"{annotation_path(root, split)}: file names that are not COCO 2014's for their id "
                             f"(e.g. {wrong[0]}); use the 2014 annotations with the 2014 images")
-    os.makedirs(mask_dir, exist_ok=True)
-    save_json(os.path.join(mask_dir, RECIPE_FILE), {"recipe": recipe, "complete": False})
 
+
+def plan(parsed, recipe, mask_dir, overwrite):
+    """What a root gets from its parsed annotations -> (lists {name: stems}, labels {image id: float32[80]},
+    mask tasks for write_mask (the masks not there yet, or all with overwrite), summary counts)."""
     lists, cls_labels, tasks = {}, {}, []
-    summary = {"recipe": recipe, "mask_dir": mask_dir, "images": {}, "annotated": {}, "crowd_annotations": {},
-               "masks": {}}
+    summary = {"images": {}, "annotated": {}, "crowd_annotations": {}, "masks": {}}
     for split, (images, annotations) in parsed.items():
-        all_names, annotated = [], []
-        n_crowd = 0
+        all_names, annotated, n_crowd = [], [], 0
         for image_id, (stem, height, width) in sorted(images.items(), key=lambda item: item[1][0]):
             image_annotations = annotations.get(image_id, [])
             cls_labels[np.int64(image_id)] = image_labels(image_annotations)
@@ -242,11 +225,37 @@ def prepare(root, recipe=None, mask_dir=None, num_workers=0, overwrite=False, sp
         annotated = lists["val_annotated"]
         step = max(1, len(annotated) / VAL_SUBSET)
         lists["val_5000"] = [annotated[int(index * step)] for index in range(min(VAL_SUBSET, len(annotated)))]
+    return lists, cls_labels, tasks, summary
 
-    if overwrite:  # masks of an earlier recipe that this one does not make (unannotated images, say)
-        expected = {os.path.basename(task[0]) for task in tasks}
+
+def prepare(root, recipe=None, mask_dir=None, num_workers=0, overwrite=False, splits=SPLITS, progress=None):
+    """Write the masks (mask_dir, default ROOT/SegmentationClass), ROOT/cls_labels.npy and the split lists
+    (LIST_NAMES) of a COCO root -> a summary dict (counts, list digests, the recipe).
+
+    Resumable: masks already in mask_dir are kept when the folder's recipe is this one; masks of another
+    recipe are an error unless overwrite (then every mask there is removed and made again). Nothing is written before the
+    annotations and images are checked; every file is written atomically."""
+    recipe = check_recipe(recipe)
+    root = os.fspath(root)
+    mask_dir = os.fspath(mask_dir) if mask_dir else os.path.join(root, "SegmentationClass")
+    if not os.path.isdir(root):
+        raise UserError(f"--root {root} does not exist; point it at the COCO 2014 root")
+    _mask_api()  # pycocotools, before any work
+    previous = _read_recipe(mask_dir)
+    if previous is not None and previous != recipe and not overwrite:
+        changed = ", ".join(f"{key} {previous.get(key)} -> {recipe[key]}" for key in recipe
+                            if previous.get(key) != recipe[key])
+        raise UserError(f"{mask_dir} holds masks of another recipe ({changed}); pass --overwrite to remake them, "
+                        f"or --mask-dir for a folder of their own")
+    parsed = {split: read_instances(annotation_path(root, split)) for split in splits}
+    check_images(root, parsed)
+    lists, cls_labels, tasks, summary = plan(parsed, recipe, mask_dir, overwrite)
+    summary = {"recipe": recipe, "mask_dir": mask_dir, **summary}
+    os.makedirs(mask_dir, exist_ok=True)
+    save_json(os.path.join(mask_dir, RECIPE_FILE), {"recipe": recipe, "complete": False})
+    if overwrite:  # every earlier mask goes first: an interrupted overwrite then resumes without old ones
         for entry in os.listdir(mask_dir):
-            if entry.startswith("COCO_") and entry.endswith(".png") and entry not in expected:
+            if entry.startswith("COCO_") and entry.endswith(".png"):
                 os.remove(os.path.join(mask_dir, entry))
     written = 0
     for _ in imap_unordered(write_mask, tasks, num_workers, chunksize=16, workers_key="--num-workers"):

@@ -23,6 +23,8 @@ def submission_names(source, split):
     if source.name != "voc":
         raise UserError(f"--submission makes an entry for the PASCAL VOC evaluation server; dataset.name is "
                         f"{source.name}, whose papers report val (python eval_seg.py scores it)")
+    if split is None:
+        raise UserError("config key seg.submission.split is missing; set it to the test split (datasets/voc/test.txt)")
     names = source.read_names(split)
     missing = [name for name in names if not os.path.isfile(source.image_path(name))]
     if missing:

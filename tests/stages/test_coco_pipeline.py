@@ -24,12 +24,14 @@ LOOK_LABELS = {CATEGORY_TO_LABEL[category] for category in LOOK_CATEGORIES}  # t
 
 
 def overrides(root):
+    """12 train images (one without annotations), 4 val, 48-64 px; a step or two of each network."""
     return [f"dataset.root_dir={root / 'coco'}", f"exp.work_dir={root / 'work'}",
-            "dataset.synthetic.n_train=24", "dataset.synthetic.n_val=8", "dataset.synthetic.min_size=48",
+            "dataset.synthetic.n_train=12", "dataset.synthetic.n_val=4", "dataset.synthetic.min_size=48",
             "dataset.synthetic.max_size=64", "train.max_epochs=1", "train.crop_size=64", "train.resize_long=[48,64]",
-            "train.tensorboard=false", "val.crop_size=64", "cam.scales=[1.0,0.5]", "irn.train.max_epochs=1",
+            "train.tensorboard=false", "val.crop_size=64", "cam.scales=[1.0]", "irn.train.max_epochs=1",
             "irn.train.crop_size=76", "irn.train.tensorboard=false", "pseudo_masks.pad_size=76",
-            "seg.train.max_iters=3", "seg.train.crop_size=32", "seg.train.tensorboard=false", "seg.infer.crf_workers=1"]
+            "seg.train.batch_size=2", "seg.train.max_iters=2", "seg.train.crop_size=32", "seg.train.tensorboard=false",
+            "seg.infer.crf_workers=1"]
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +52,14 @@ def test_every_stage_writes_the_81_class_outputs(pipeline):
     work = root / "work"
     train_all, annotated = names(root, "train_all"), names(root, "train_annotated")
     unannotated = sorted(set(train_all) - set(annotated))
-    assert len(train_all) == 24 and unannotated  # the generator's images without annotations are in the all list
+    assert len(train_all) == 12 and unannotated  # the generator's images without annotations are in the all list
     keys = set()
     for name in train_all:  # CAMs of every image of the IRN's split (ir_labels.split)
         record = np.load(work / "cams" / f"{name}.npy", allow_pickle=True).item()
         keys |= set(record["keys"].tolist())
         if name in unannotated:
             assert record["keys"].size == 0 and record["high_res"].shape[0] == 0
-    assert keys and keys <= {label - 1 for label in LOOK_LABELS} and max(keys) >= 20  # 0-based keys past VOC's 20
+    assert keys <= {label - 1 for label in LOOK_LABELS} and max(keys) >= 20  # 0-based keys past VOC's 20
     for folder, split in (("ir_labels", train_all), ("pseudo_masks", train_all)):
         for name in split:
             values = set(np.unique(read_label(str(work / folder / f"{name}.png"))).tolist())
