@@ -4,9 +4,10 @@
     python infer_cam.py --gpu 0,1 ...        # the images split over one process per GPU (or torchrun)
 
 Each file is a pickled dict {"keys": present class indices, "cam": (k, ceil(H/4), ceil(W/4)),
-"high_res": (k, H, W)}, the format IRNet's later stages read. Images whose CAM file already
-exists and loads are skipped (an interrupted run continues), provided cam_settings.json in the
-folder shows the same checkpoint, scales and AMP; --overwrite redoes every image.
+"high_res": (k, H, W)}, the format IRNet's later stages read; the maps are float32, or float16 with
+cam.dtype=float16 (half the disk; every reader here turns them back into float32). Images whose CAM
+file already exists and loads are skipped (an interrupted run continues), provided cam_settings.json in
+the folder shows the same checkpoint, scales, AMP and dtype; --overwrite redoes every image.
 """
 import os
 
@@ -25,7 +26,7 @@ from engine.precision import amp_dtype, amp_name
 from net.classifier import VWEClassifier
 from net.classifier_weights import load_checkpoint
 from wsss.cam import multiscale_cam_record
-from wsss.cam_files import CAM_SETTINGS_FILE, load_cam_file
+from wsss.cam_files import CAM_SETTINGS_FILE, load_cam_file, stored_record
 from wsss.schema import DEFAULT_CONFIG, ROOT, SCHEMA
 
 
@@ -41,13 +42,14 @@ def cam_settings(cfg, source, names):
     """What the CAM files depend on: the checkpoint file (path, size, time), the scales, AMP, and each image
     ({name: image file size}: compared on the names two runs share, so another split is fine)."""
     return {**file_record(cfg.exp.checkpoint, "checkpoint"), "scales": list(cfg.cam.scales),
-            "amp": amp_name(cfg.cam.amp), "images": source.image_signatures(names)}
+            "amp": amp_name(cfg.cam.amp), "dtype": cfg.get("cam.dtype", "float32"),
+            "images": source.image_signatures(names)}
 
 
 def explain_changes(previous, current, changed):
     """What changed since the CAMs of a folder were made, in words."""
     return (weights_changes(previous, current, changed, "checkpoint", "checkpoint", "CAMs") + image_changes(changed)
-            + setting_changes(previous, current, changed, "cam", ("scales", "amp")))
+            + setting_changes(previous, current, changed, "cam", ("scales", "amp", "dtype")))
 
 
 def infer(ctx, config_dict):
@@ -61,7 +63,7 @@ def infer(ctx, config_dict):
     labels = source.labels_for(names)
     model = load_model(cfg, source.n_classes, ctx.device, memory_format, verbose=ctx.is_main)
 
-    cam_dir = cfg.exp.cam_dir
+    cam_dir, dtype = cfg.exp.cam_dir, cfg.get("cam.dtype", "float32")
     runner = PerImageRunner(ctx, PerImageOutputs(
         folders=[OutputFolder(cam_dir, "exp.cam_dir", "CAM files")], manifest=CAM_SETTINGS_FILE,
         settings=cam_settings(cfg, source, names),
@@ -74,7 +76,7 @@ def infer(ctx, config_dict):
                                      autocast_dtype, memory_format)
 
     def save(sample, record):
-        save_npy(os.path.join(cam_dir, sample["name"] + ".npy"), record, allow_pickle=True)
+        save_npy(os.path.join(cam_dir, sample["name"] + ".npy"), stored_record(record, dtype), allow_pickle=True)
 
     runner.run(MultiScaleDataset(source, names, labels, cfg.cam.scales), cfg.cam.num_workers, compute, save,
                desc="cams")

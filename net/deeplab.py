@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from engine.checkpoint import load_strictly, read_weights
 from engine.errors import UserError
-from net.resnet import BACKBONES, FixedBatchNorm2d, imagenet_state_dict, imagenet_weights
+from net.resnet import BACKBONES, FixedBatchNorm2d, imagenet_state_dict, imagenet_url, resnet
 
 LAYOUTS = ("caffe", "torchvision")
 INPUT_NORMALIZATION = {"caffe": "caffe", "torchvision": "imagenet"}  # layout -> datasets.transforms NORMALIZERS
@@ -88,14 +88,11 @@ def caffe_resnet101():
 
 
 def torchvision_resnet(name):
-    """[(name, module)] of a torchvision ResNet with layer3 / layer4 dilated (output stride 8) and frozen
-    BatchNorm; the names of torchvision's state dict (conv1, bn1, layer1..4), without the fc head."""
-    import torchvision.models  # imported when a network is built: config errors come first, quickly
-
-    resnet = getattr(torchvision.models, BACKBONES[name][0])(
-        weights=None, norm_layer=FixedBatchNorm2d, replace_stride_with_dilation=[False, True, True])
-    return [(child, getattr(resnet, child)) for child in ("conv1", "bn1", "relu", "maxpool",
-                                                          "layer1", "layer2", "layer3", "layer4")]
+    """[(name, module)] of a ResNet in torchvision's layout with layer3 / layer4 dilated (output stride 8) and
+    frozen BatchNorm; the names of torchvision's state dict (conv1, bn1, layer1..4), without the fc head."""
+    network = resnet(name, FixedBatchNorm2d, dilate_stages=(False, True, True))
+    return [(child, getattr(network, child)) for child in ("conv1", "bn1", "relu", "maxpool",
+                                                           "layer1", "layer2", "layer3", "layer4")]
 
 
 class ASPP(nn.Module):
@@ -298,7 +295,7 @@ def load_init(model, init, missing_hint="set seg.model.init"):
             raise UserError("seg.model.init: true means torchvision's ImageNet weights, which fit the torchvision "
                             "layout only; give the caffe layout an init file (deeplabv1_resnet101-coco.pth)")
         state_dict = imagenet_state_dict(base.backbone_name, "seg.model.init")
-        path = imagenet_weights(base.backbone_name).url
+        path = imagenet_url(base.backbone_name)
     else:
         path = os.fspath(init)
         state_dict, _ = read_weights(path, f"{missing_hint} to an existing init file")

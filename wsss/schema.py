@@ -98,6 +98,7 @@ SCHEMA = {
     "cam.num_workers": Integer(min=0),
     "cam.amp": AMP,
     "cam.channels_last": Boolean(),
+    "cam.dtype": Choice("float32", "float16"),  # wsss/cam_files.py CAM_DTYPES: how the maps are stored
     "cam.overwrite": Boolean(),
 
     "eval": Section(),

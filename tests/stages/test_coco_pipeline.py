@@ -1,7 +1,7 @@
 """The whole pipeline on COCO's layout: a tiny synthetic COCO 2014 set generated and prepared (masks, labels,
 lists), then every stage of run.sh on configs/synthetic_coco.yaml, each output checked for the 81-class label
-space (CAM keys 0..79, class ids up to 80, 81 IoU values), the unannotated images carried through, and the
-table of scores."""
+space (CAM keys 0..79, class ids up to 80, 81 IoU values), the unannotated images carried through, the CAMs
+stored as float16 (cam.dtype) read by every later stage, and the table of scores."""
 import importlib.util
 import json
 import os
@@ -28,7 +28,7 @@ def overrides(root):
     return [f"dataset.root_dir={root / 'coco'}", f"exp.work_dir={root / 'work'}",
             "dataset.synthetic.n_train=12", "dataset.synthetic.n_val=4", "dataset.synthetic.min_size=48",
             "dataset.synthetic.max_size=64", "train.max_epochs=1", "train.crop_size=64", "train.resize_long=[48,64]",
-            "train.tensorboard=false", "val.crop_size=64", "cam.scales=[1.0]", "irn.train.max_epochs=1",
+            "train.tensorboard=false", "val.crop_size=64", "cam.scales=[1.0]", "cam.dtype=float16", "irn.train.max_epochs=1",
             "irn.train.crop_size=76", "irn.train.tensorboard=false", "pseudo_masks.pad_size=76",
             "seg.train.batch_size=2", "seg.train.max_iters=2", "seg.train.crop_size=32", "seg.train.tensorboard=false",
             "seg.infer.crf_workers=1"]
@@ -54,8 +54,9 @@ def test_every_stage_writes_the_81_class_outputs(pipeline):
     unannotated = sorted(set(train_all) - set(annotated))
     assert len(train_all) == 12 and unannotated  # the generator's images without annotations are in the all list
     keys = set()
-    for name in train_all:  # CAMs of every image of the IRN's split (ir_labels.split)
+    for name in train_all:  # CAMs of every image of the IRN's split (ir_labels.split), stored as float16
         record = np.load(work / "cams" / f"{name}.npy", allow_pickle=True).item()
+        assert record["high_res"].dtype == record["cam"].dtype == np.float16
         keys |= set(record["keys"].tolist())
         if name in unannotated:
             assert record["keys"].size == 0 and record["high_res"].shape[0] == 0

@@ -29,6 +29,7 @@ def test_the_schema_choices_are_the_codes():
     from net.deeplab import LAYOUTS
     from net.pooling import POOLS
     from net.resnet import BACKBONES
+    from wsss.cam_files import CAM_DTYPES
 
     assert set(SCHEMA["dataset.name"].choices) == set(SOURCES)
     assert set(SCHEMA["model.backbone"].choices) == set(BACKBONES)
@@ -38,3 +39,4 @@ def test_the_schema_choices_are_the_codes():
     assert SCHEMA["cam.amp"] is SCHEMA["train.amp"]
     assert set(SCHEMA["seg.model.layout"].choices) == set(LAYOUTS)
     assert set(SCHEMA["seg.model.backbone"].choices) == set(BACKBONES)
+    assert set(SCHEMA["cam.dtype"].choices) == set(CAM_DTYPES)
