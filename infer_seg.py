@@ -157,8 +157,8 @@ def infer(ctx, config_dict, submission=False):
     runner.finish()
     if submission and ctx.is_main:
         pack_submission(cfg.seg.submission.dir, final, names, cfg.seg.submission.archive)
-        print(f"wrote {cfg.seg.submission.archive}: {len(names)} PNGs in {os.path.relpath(final, cfg.seg.submission.dir)}"
-              f" for the evaluation server")
+        inside = os.path.relpath(final, cfg.seg.submission.dir)
+        print(f"wrote {cfg.seg.submission.archive}: {len(names)} PNGs in {inside} for the evaluation server")
 
 
 def main(argv=None):

@@ -102,9 +102,10 @@ def train(ctx, config_dict, resume="auto"):
     model = build_model(cfg, source.n_classes + 1, ctx.is_main).to(ctx.device)
     opt = cfg.seg.train.opt
     optimizer = build_sgd(model.param_groups(), opt.lr, opt.weight_decay, opt.momentum)
-    fingerprint = f"{source.fingerprint(train_set.names)}-{label_fingerprint(cfg.seg.train.labels_dir, train_set.names)}"
-    trainer.fit(model, optimizer, train_set, segmentation_losses(model.output_names(), cfg.seg.train.loss == "balanced"),
-                resume=resume, data_fingerprint=fingerprint)
+    labels = label_fingerprint(cfg.seg.train.labels_dir, train_set.names)
+    losses = segmentation_losses(model.output_names(), cfg.seg.train.loss == "balanced")
+    trainer.fit(model, optimizer, train_set, losses, resume=resume,
+                data_fingerprint=f"{source.fingerprint(train_set.names)}-{labels}")
     return model
 
 

@@ -5,8 +5,9 @@
     python -m benchmarks.bench_eval --dataset coco --n-images 800   # COCO-size images, 81 classes
 
 Data: synthetic scenes, ground truth as palette PNGs with a 255 band on every boundary (--dataset voc:
-500x375, 1 to 3 of 20 classes; coco: 640x480, 1 to 5 of 80 classes, COCO's ~3 per image on average), and CAM files exactly as infer_cam.py writes them (wsss.cam.cam_record on
-random low-resolution maps that loosely follow the ground truth, pickled with engine.files.save_npy).
+500x375, 1 to 3 of 20 classes; coco: 640x480, 1 to 5 of 80 classes, COCO's ~3 per image on average),
+and CAM files exactly as infer_cam.py writes them (wsss.cam.cam_record on random low-resolution maps
+that loosely follow the ground truth, pickled with engine.files.save_npy).
 They are generated once into --data-dir and reused; the files are read once before timing so every
 measurement finds them in the page cache.
 
@@ -332,7 +333,8 @@ def main(argv=None):
     cache_bytes = warm_page_cache(args.data_dir, names)
     results = {"cpu": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} usable cores",
                "python": platform.python_version(), "numpy": np.__version__, "n_images": args.n_images,
-               "dataset": args.dataset, "small": small, "repeats": args.repeats, "bkgscore": BKGSCORE, "data_dir": args.data_dir,
+               "dataset": args.dataset, "small": small, "repeats": args.repeats, "bkgscore": BKGSCORE,
+               "data_dir": args.data_dir,
                "generate_s": generate_s, "data_mb": cache_bytes / 2 ** 20}
     print(f"  {cache_bytes / 2 ** 20:.0f} MB of CAM and label files ({generate_s:.0f} s generating)", flush=True)
     started = time.perf_counter()

@@ -2,12 +2,13 @@
 transforms and the synthetic generator.
 
 A source (datasets/voc.py VOC, datasets/coco.py COCO; what they share: datasets/source.py) is built
-from dataset.root_dir and dataset.cls_labels and gives: class_names and n_classes (foreground), table_columns (background first, for score tables),
-palette (768 ints, for label PNGs), help (where the data comes from, ending errors),
-image_path(name), check_root(), read_names(split file), read_split(split file, key) (images
-checked to exist), load_cls_labels() and labels_for(names) (image-level multi-hot labels),
-image_signatures(names) ({name: what identifies its image file}) and fingerprint(names) (a digest of
-them): what outputs record to notice a regenerated dataset.
+from dataset.root_dir and dataset.cls_labels and gives: class_names and n_classes (foreground),
+table_columns (background first, for score tables), palette (768 ints, for label PNGs), help (where the
+data comes from, ending errors), image_path(name), label_key(name) (its key in the labels file),
+check_root(), read_names(split file), read_split(split file, key) (images checked to exist),
+load_cls_labels() and labels_for(names) (image-level multi-hot labels), image_signatures(names)
+({name: what identifies its image file}) and fingerprint(names) (a digest of them): what outputs record
+to notice a regenerated dataset.
 """
 from datasets.coco import COCO
 from datasets.voc import VOC

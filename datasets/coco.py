@@ -81,7 +81,7 @@ class COCO(ImageSource):
     class_names = CLASS_NAMES
     table_columns = TABLE_COLUMNS
     help = COCO_HELP
-    lists_hint = f"the COCO split lists are written by python -m tools.prepare_coco --root <dataset.root_dir>"
+    lists_hint = "the COCO split lists are written by python -m tools.prepare_coco --root <dataset.root_dir>"
     labels_hint = PREPARE_HINT
     root_name = "the COCO 2014 root (train2014/, val2014/, annotations/)"
     missing_masks_hint = ("masks of the default recipe leave out the images without annotations: score a "

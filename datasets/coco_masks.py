@@ -64,7 +64,7 @@ def compose_mask(instances, height, width, crowd="object", order="area"):
         mask[pixels] = label
     if crowd == "ignore":
         covered = np.zeros((height, width), dtype=bool)
-        for _, iscrowd, _, pixels in drawn:
+        for *_, pixels in drawn:
             covered |= pixels
         for _, iscrowd, _, pixels in instances:
             if iscrowd:
@@ -233,8 +233,8 @@ def prepare(root, recipe=None, mask_dir=None, num_workers=0, overwrite=False, sp
     (LIST_NAMES) of a COCO root -> a summary dict (counts, list digests, the recipe).
 
     Resumable: masks already in mask_dir are kept when the folder's recipe is this one; masks of another
-    recipe are an error unless overwrite (then every mask there is removed and made again). Nothing is written before the
-    annotations and images are checked; every file is written atomically."""
+    recipe are an error unless overwrite (then every mask there is removed and made again). Nothing is written
+    before the annotations and images are checked; every file is written atomically."""
     recipe = check_recipe(recipe)
     root = os.fspath(root)
     mask_dir = os.fspath(mask_dir) if mask_dir else os.path.join(root, "SegmentationClass")

@@ -62,10 +62,11 @@ class PerImageOutputs:
     existing output of an image it does not list is redone: its settings are unknown). overwrite: redo every
     image (the stage's --overwrite; overwrite_key, its config key, is named in the advice too, for
     commands that only pass key=value). explain(previous, current, changed dotted keys) -> sentences
-    that say what changed in words (default: "key: old -> new" for each; weights_changes, setting_changes and
-    image_changes give a stage's sentences for its weights file, its settings and the per-image record). inputs: {settings key: what
-    it records}, for settings that embed the manifest of an input folder (e.g. {"cam_settings": "the CAM
-    files in work/cams"}); a change there is said as "<what> were remade since".
+    that say what changed in words (default: "key: old -> new" for each; weights_changes, setting_changes
+    and image_changes give a stage's sentences for its weights file, its settings and the per-image
+    record). inputs: {settings key: what it records}, for settings that embed the manifest of an input
+    folder (e.g. {"cam_settings": "the CAM files in work/cams"}); a change there is said as "<what> were
+    remade since".
     """
     folders: list
     manifest: str

@@ -8,7 +8,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = "configs/synthetic.yaml"
-RUNS_A_NETWORK = ("train_cam.py", "infer_cam.py", "train_irn.py", "infer_irn.py", "train_seg.py", "infer_seg.py")  # the commands that take --gpu
+# the commands that take --gpu
+RUNS_A_NETWORK = ("train_cam.py", "infer_cam.py", "train_irn.py", "infer_irn.py", "train_seg.py", "infer_seg.py")
 
 
 def command(*args, torchrun=0):

@@ -40,8 +40,10 @@ def test_category_ids_map_to_1_80_in_id_order_skipping_the_gaps():
 
 def test_names_say_the_folder_and_the_label_key(tmp_path):
     source = COCO(str(tmp_path))
-    assert image_name("val", 42) == "COCO_val2014_000000000042" and parse_name("COCO_val2014_000000000042") == ("val", 42)
-    assert source.image_path("COCO_train2014_000000000009") == str(tmp_path / "train2014" / "COCO_train2014_000000000009.jpg")
+    assert image_name("val", 42) == "COCO_val2014_000000000042"
+    assert parse_name("COCO_val2014_000000000042") == ("val", 42)
+    train_image = "COCO_train2014_000000000009"
+    assert source.image_path(train_image) == str(tmp_path / "train2014" / f"{train_image}.jpg")
     assert source.label_key("COCO_train2014_000000000009") == 9 and source.n_classes == 80
     with pytest.raises(UserError, match="'2007_000032' is not a COCO 2014 image name"):
         source.image_path("2007_000032")
@@ -56,7 +58,8 @@ def test_build_source_picks_coco_and_checks_the_class_count():
 def test_a_labels_file_of_another_class_count_is_refused(tmp_path):
     path = str(tmp_path / "cls_labels.npy")
     save_npy(path, {2007000032: np.zeros(20, np.float32)}, allow_pickle=True)  # a VOC file
-    with pytest.raises(UserError, match=r"holds labels of 20 classes but dataset.name coco has 80: .*tools.prepare_coco"):
+    with pytest.raises(UserError, match=r"holds labels of 20 classes but dataset.name coco has 80: "
+                                        r".*tools.prepare_coco"):
         COCO(str(tmp_path), path).load_cls_labels()
 
 
@@ -151,7 +154,8 @@ def test_prepare_writes_masks_labels_and_both_list_protocols(tmp_path):
     assert (root / "train_all.txt").read_text().split() == names["train"]
     assert (root / "train_annotated.txt").read_text().split() == names["train"][:1]
     assert (root / "val_all.txt").read_text().split() == names["val"]
-    assert (root / "val_annotated.txt").read_text().split() == (root / "val_5000.txt").read_text().split() == names["val"][:1]
+    assert (root / "val_annotated.txt").read_text().split() == names["val"][:1]
+    assert (root / "val_5000.txt").read_text().split() == names["val"][:1]
     assert summary["images"] == {"train": 2, "val": 2} and summary["annotated"] == {"train": 1, "val": 1}
     assert summary["crowd_annotations"] == {"train": 1, "val": 0} and summary["masks_written"] == 2
     assert summary["lists"]["train_all"] == {"images": 2, "sha1": list_digest(names["train"])}
@@ -210,7 +214,8 @@ def test_prepare_refuses_bad_annotations_and_missing_images_before_writing(tmp_p
 def test_without_pycocotools_the_error_says_how_to_install_it(tmp_path, monkeypatch):
     root = write_root(tmp_path / "coco")
     monkeypatch.setitem(sys.modules, "pycocotools", None)  # import pycocotools -> ImportError
-    with pytest.raises(UserError, match="pycocotools is not installed; COCO users install it with pip install pycocotools"):
+    with pytest.raises(UserError, match="pycocotools is not installed; COCO users install it with "
+                                        "pip install pycocotools"):
         prepare(root)
     assert not os.path.exists(root / "cls_labels.npy")
 
@@ -282,5 +287,14 @@ def test_the_tool_prints_counts_and_checksums_and_fails_on_one_line(tmp_path):
 def test_the_generator_names_a_parameter_it_does_not_take(tmp_path):
     from datasets.synthetic_coco import ensure_dataset
 
-    with pytest.raises(UserError, match="dataset.synthetic.n_train_aug is not a parameter of the COCO-layout generator"):
+    with pytest.raises(UserError, match="dataset.synthetic.n_train_aug is not a parameter of the COCO-layout "
+                                        "generator"):
         ensure_dataset(tmp_path, n_train_aug=480)
+
+
+def test_a_test_server_submission_is_for_voc_only(tmp_path):
+    from wsss.submission import submission_names
+
+    with pytest.raises(UserError, match="--submission makes an entry for the PASCAL VOC evaluation server; "
+                                        "dataset.name is coco"):
+        submission_names(COCO(str(tmp_path)), None)

@@ -95,7 +95,8 @@ def test_parameter_groups_as_deeplab_pytorch():
     assert LR_MULTIPLIERS == {"backbone": 1, "aspp_weights": 10, "aspp_biases": 20}
     aspp = model.base.aspp
     assert [conv.dilation[0] for conv in aspp.children()] == [6, 12, 18, 24]
-    assert all(float(conv.bias.detach().abs().max()) == 0 and 0.005 < float(conv.weight.detach().std()) < 0.015 for conv in aspp.children())
+    for conv in aspp.children():
+        assert float(conv.bias.detach().abs().max()) == 0 and 0.005 < float(conv.weight.detach().std()) < 0.015
 
 
 def test_poly_rate_refreshed_every_10_steps():

@@ -13,7 +13,7 @@ import pytest
 from datasets.coco import CATEGORY_TO_LABEL
 from datasets.files import read_label, read_name_list
 from datasets.synthetic_coco import LOOK_CATEGORIES
-from tests.support import ROOT, assert_clean_error, run_stage
+from tests.support import ROOT
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("pycocotools") is None,
@@ -28,7 +28,8 @@ def overrides(root):
     return [f"dataset.root_dir={root / 'coco'}", f"exp.work_dir={root / 'work'}",
             "dataset.synthetic.n_train=12", "dataset.synthetic.n_val=4", "dataset.synthetic.min_size=48",
             "dataset.synthetic.max_size=64", "train.max_epochs=1", "train.crop_size=64", "train.resize_long=[48,64]",
-            "train.tensorboard=false", "val.crop_size=64", "cam.scales=[1.0]", "cam.dtype=float16", "irn.train.max_epochs=1",
+            "train.tensorboard=false", "val.crop_size=64", "cam.scales=[1.0]", "cam.dtype=float16",
+            "irn.train.max_epochs=1",
             "irn.train.crop_size=76", "irn.train.tensorboard=false", "pseudo_masks.pad_size=76",
             "seg.train.batch_size=2", "seg.train.max_iters=2", "seg.train.crop_size=32", "seg.train.tensorboard=false",
             "seg.infer.crf_workers=1"]
@@ -86,9 +87,3 @@ def test_the_scores_cover_81_classes_and_print_one_table(pipeline):
         assert row in table
     assert "train_annotated.txt" in table and "val_annotated.txt" in table
     assert "tbrush" in out and max(len(line) for line in out.splitlines() if "bkg" in line) <= 100
-
-
-def test_a_submission_is_for_voc_only(pipeline):
-    root, _ = pipeline
-    assert_clean_error(run_stage("infer_seg.py", *overrides(root), "--submission", config=CONFIG),
-                       "--submission makes an entry for the PASCAL VOC evaluation server; dataset.name is coco")

@@ -91,7 +91,8 @@ def test_the_submission_is_the_servers_layout(segmented, tmp_path):
     split = tmp_path / "test.txt"
     split.write_text("\n".join(names) + "\n")
     out = assert_ok(go("infer_seg.py", segmented, "--submission", f"seg.submission.split={split}",
-                       f"seg.submission.dir={tmp_path / 'sub'}", f"seg.submission.archive={tmp_path / 'results.tar.gz'}",
+                       f"seg.submission.dir={tmp_path / 'sub'}",
+                       f"seg.submission.archive={tmp_path / 'results.tar.gz'}",
                        f"eval.gt_dir={tmp_path / 'no_labels'}"))
     assert f"wrote {tmp_path / 'results.tar.gz'}: 3 PNGs" in out
     with tarfile.open(tmp_path / "results.tar.gz") as tar:
@@ -121,7 +122,8 @@ def test_one_process_and_two_train_the_same_network(segmented, tmp_path):
     initial = build_deeplab(21, "torchvision", "resnet50").state_dict()
     # what training changed, compared: the images' pixel counts differ (crops, 255), so a loss averaged per
     # process instead of over both would weight them otherwise and move the weights by other amounts
-    changed = [key for key, tensor in one.items() if tensor.is_floating_point() and not torch.equal(tensor, initial[key])]
+    changed = [key for key, tensor in one.items()
+               if tensor.is_floating_point() and not torch.equal(tensor, initial[key])]
     assert any(".aspp." in key for key in changed) and any("layer4" in key for key in changed)
     for key in changed:  # float noise through 50 random layers: 0.3% at most, measured (the exact split: test_deeplab)
         step_one, step_two = one[key] - initial[key], other[key] - initial[key]
@@ -169,7 +171,7 @@ def test_mistakes_are_one_line(segmented, tmp_path):
     # an unwritable results folder fails before any work
     (tmp_path / "a_file").write_text("")
     blocked = tmp_path / "a_file" / "out"
-    assert_clean_error(go("infer_seg.py", segmented, f"seg.infer.dir={blocked}"), f"seg.infer.dir: cannot write in")
+    assert_clean_error(go("infer_seg.py", segmented, f"seg.infer.dir={blocked}"), "seg.infer.dir: cannot write in")
     assert_clean_error(go("infer_seg.py", segmented, "--submission", f"seg.submission.split={voc / 'val.txt'}",
                           f"seg.submission.archive={blocked / 'results.tar.gz'}"),
                        "seg.submission.archive: cannot write in")
