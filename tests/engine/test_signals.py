@@ -17,6 +17,9 @@ def in_child(function):
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        # Python's own handlers, whatever the test process inherited (a pytest-xdist worker need not have them)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.close(read_end)
         os.dup2(write_end, 2)
         sys.stderr = os.fdopen(2, "w", buffering=1)
