@@ -32,7 +32,6 @@ ORDER = ("area", "annotation")
 UNANNOTATED = ("skip", "write")
 DEFAULT_RECIPE = {"crowd": "object", "order": "area", "unannotated": "skip"}
 RECIPE_FILE = "coco_masks.json"   # in the mask folder: the recipe its masks were made with
-LIST_NAMES = ("train_all", "val_all", "train_annotated", "val_annotated", "val_5000")
 VAL_SUBSET = 5000                 # val_5000.txt: evenly spaced images of val_annotated
 INSTALL_HINT = ("pycocotools is not installed; COCO users install it with pip install pycocotools "
                 "(2.0.11 has wheels for Python 3.11 and needs only numpy)")
@@ -153,8 +152,8 @@ def read_instances(path):
         annotations = {}
         for annotation in data["annotations"]:
             annotations.setdefault(annotation["image_id"], []).append(
-                {key: annotation[key] for key in ("category_id", "segmentation", "iscrowd") if key in annotation}
-                | ({"area": annotation["area"]} if "area" in annotation else {}))
+                {"category_id": annotation["category_id"], "segmentation": annotation["segmentation"],
+                 **{key: annotation[key] for key in ("iscrowd", "area") if key in annotation}})
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{path}: an image or annotation lacks a field ({error}); download the file again") from None
     unknown = {annotation["category_id"] for image_annotations in annotations.values()
@@ -230,7 +229,7 @@ def plan(parsed, recipe, mask_dir, overwrite):
 
 def prepare(root, recipe=None, mask_dir=None, num_workers=0, overwrite=False, splits=SPLITS, progress=None):
     """Write the masks (mask_dir, default ROOT/SegmentationClass), ROOT/cls_labels.npy and the split lists
-    (LIST_NAMES) of a COCO root -> a summary dict (counts, list digests, the recipe).
+    (<split>_all, <split>_annotated, val_5000) of a COCO root -> a summary dict (counts, list digests, the recipe).
 
     Resumable: masks already in mask_dir are kept when the folder's recipe is this one; masks of another
     recipe are an error unless overwrite (then every mask there is removed and made again). Nothing is written

@@ -343,11 +343,23 @@ class _ParameterError(UserError):
         super().__init__(f"synthetic dataset parameters (dataset.synthetic): {message}")
 
 
-def _check_params(n_train_aug, n_train, n_val, min_size, max_size, max_objects, seed):
-    for key, value in dict(n_train_aug=n_train_aug, n_train=n_train, n_val=n_val, min_size=min_size,
-                           max_size=max_size, max_objects=max_objects, seed=seed).items():
+def check_integers(params):
+    """Every generation parameter is an integer (a _ParameterError naming the first that is not)."""
+    for key, value in params.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
             raise _ParameterError(f"{key} must be an integer, got {value!r}")
+
+
+def changed_params(previous, params):
+    """["key: old -> new"] for the parameters of an earlier generation (its manifest's) that differ."""
+    previous = previous or {}
+    return [f"{key}: {previous[key]} -> {value}" for key, value in params.items()
+            if key in previous and previous[key] != value]
+
+
+def _check_params(n_train_aug, n_train, n_val, min_size, max_size, max_objects, seed):
+    check_integers(dict(n_train_aug=n_train_aug, n_train=n_train, n_val=n_val, min_size=min_size,
+                        max_size=max_size, max_objects=max_objects, seed=seed))
     if n_train_aug < 1 or n_train < 0 or n_val < 0:
         raise _ParameterError("need n_train_aug >= 1, n_train >= 0 and n_val >= 0")
     if n_train > n_train_aug:
@@ -483,9 +495,7 @@ def ensure_dataset(out_dir, n_train_aug=480, n_train=96, n_val=64, min_size=80, 
     manifest = _is_complete(os.fspath(out_dir), params)
     if manifest is not None:
         return dict(manifest.get("summary", {}), generated=False)
-    previous = (read_manifest(os.fspath(out_dir)) or {}).get("params") or {}
-    changed = [f"{key}: {previous[key]} -> {value}" for key, value in params.items()
-               if key in previous and previous[key] != value]
+    changed = changed_params((read_manifest(os.fspath(out_dir)) or {}).get("params"), params)
     return dict(generate(out_dir, **params), generated=True, changed=changed)
 
 

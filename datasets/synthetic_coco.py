@@ -31,11 +31,11 @@ from PIL import Image
 
 from datasets.coco import CATEGORIES, IMAGE_FOLDERS, image_name
 from datasets.coco_masks import annotation_path, prepare
-from datasets.synthetic import LOOKS, background, read_manifest, render_object, sample_object
+from datasets.synthetic import (LOOKS, MANIFEST, background, changed_params, check_integers, read_manifest,
+                                render_object, sample_object)
 from engine.errors import UserError
 from engine.files import atomic_open, save_json
 
-MANIFEST = "synthetic.json"
 FORMAT_VERSION = 1
 # The COCO category each look stands for (look k -> LOOK_CATEGORIES[k]).
 LOOK_CATEGORIES = (1, 3, 5, 9, 11, 13, 18, 25, 28, 37, 44, 47, 53, 62, 64, 72, 77, 82, 88, 90)
@@ -121,9 +121,17 @@ def make_scene(rng, height, width, max_objects, annotated, crowd):
     """-> (image uint8 (H, W, 3), annotations: [{"look", "iscrowd", "segmentation", "area", "bbox"}])."""
     image = background(rng, height, width)
     annotations = []
-    if not annotated:
-        image += rng.normal(0, 4, size=image.shape)
-        return np.clip(np.rint(image), 0, 255).astype(np.uint8), annotations
+    if annotated:
+        draw_objects(rng, image, annotations, max_objects, crowd)
+    image += rng.normal(0, 4, size=image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), annotations
+
+
+def draw_objects(rng, image, annotations, max_objects, crowd):
+    """Draw a scene's objects on `image` (in place) and append their annotations: a crowd cluster first when
+    `crowd`, then 1..max_objects objects, larger first; an object left less than MIN_VISIBLE_FRACTION visible
+    by the later ones is left out."""
+    height, width = image.shape[:2]
     if crowd:
         look, members = _crowd(rng, height, width)
         union = np.zeros((height, width), dtype=bool)
@@ -152,17 +160,13 @@ def make_scene(rng, height, width, max_objects, annotated, crowd):
         outline = polygon(obj, height, width)
         annotations.append({"look": obj["cls"], "iscrowd": 0, "segmentation": [outline],
                             "area": polygon_area(outline), "bbox": _bbox(mask)})
-    image += rng.normal(0, 4, size=image.shape)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8), annotations
 
 
 # ----------------------------------------------------------------------------- files
 
 def _check_params(n_train, n_val, min_size, max_size, max_objects, seed):
-    for key, value in dict(n_train=n_train, n_val=n_val, min_size=min_size, max_size=max_size,
-                           max_objects=max_objects, seed=seed).items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise UserError(f"synthetic COCO parameters (dataset.synthetic): {key} must be an integer, got {value!r}")
+    check_integers(dict(n_train=n_train, n_val=n_val, min_size=min_size, max_size=max_size,
+                        max_objects=max_objects, seed=seed))
     if n_train < 1 or n_val < 1 or not 32 <= min_size <= max_size or max_objects < 1 or seed < 0:
         raise UserError("synthetic COCO parameters (dataset.synthetic): need n_train >= 1, n_val >= 1, "
                         "32 <= min_size <= max_size, max_objects >= 1 and seed >= 0")
@@ -239,9 +243,7 @@ def ensure_dataset(out_dir, n_train=480, n_val=64, min_size=80, max_size=128, ma
             and os.path.isfile(os.path.join(out_dir, "cls_labels.npy"))):
         summary, generated, changed = manifest.get("summary", {}), False, []
     else:
-        previous = manifest.get("params") or {}
-        changed = [f"{key}: {previous[key]} -> {value}" for key, value in params.items()
-                   if key in previous and previous[key] != value]
+        changed = changed_params(manifest.get("params"), params)
         summary, generated = generate(out_dir, **params, num_workers=num_workers), True
     return dict(summary, generated=generated, changed=changed, n_images=sum(summary.get("images", {}).values()))
 

@@ -62,8 +62,15 @@ def check_same_size(gt, gt_path, prediction_shape, path, image_path=None):
 
 
 def check_class_ids(label, path, n_classes, advice):
-    """A label map holds class ids 0..n_classes-1 and 255 only (else one error naming the file and the ids)."""
-    if label.size == 0 or int(label.max()) < n_classes:
+    """A label map holds class ids 0..n_classes-1 and 255 only (else one error naming the file and the ids).
+    Run on every image scored: for uint8 maps one pass decides (255 + 1 wraps to 0, so any other id from
+    n_classes up is the only way past n_classes)."""
+    if label.size == 0:
+        return
+    if label.dtype == np.uint8 and n_classes < 255:
+        if int((label + np.uint8(1)).max()) <= n_classes:
+            return
+    elif int(label.max()) < n_classes:
         return
     stray = np.unique(label[(label >= n_classes) & (label != IGNORE_INDEX)])
     if stray.size:

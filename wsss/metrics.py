@@ -169,7 +169,8 @@ def format_table(result, columns, one_line=ONE_LINE_WIDTH, width=BLOCK_WIDTH):
     values = list(result["iou"]) + [result["miou"]]
     cells = ["-" if value is None else f"{value:.1f}" for value in values]
     widths = [max(len(header), len(cell)) for header, cell in zip(headers, cells)]
-    width = max(width, one_line) if sum(widths) + len(widths) - 1 <= one_line else width
+    if sum(widths) + len(widths) - 1 <= one_line:  # one block of every column
+        width = one_line
     blocks, start, used = [], 0, 0
     for index, cell_width in enumerate(widths):
         if used and used + 1 + cell_width > width:
